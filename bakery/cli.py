@@ -1,0 +1,94 @@
+"""Glue between Invoke and the package: config loading, YAML errors, and error → ``Exit`` translation."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import invoke
+from invoke.config import Config
+
+from bakery import config
+from bakery.errors import BakeryError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def install_config_error_reporting() -> None:
+    """Make YAML syntax errors (invoke.yaml, ``-f FILE``) and uncastable ``INVOKE_*`` variables one line
+    and exit 2 instead of a traceback.
+
+    Invoke loads those sources after tasks.py is imported and lets their errors escape as tracebacks;
+    wrapping its two loaders is the only hook it offers.
+    """
+    original = Config._load_yaml
+    if getattr(original, "_bakery_wrapped", False):
+        return
+    original_env = Config.load_shell_env
+
+    def load_shell_env(self: Config) -> None:
+        from invoke.exceptions import AmbiguousEnvVar, UncastableEnvVar
+
+        try:
+            original_env(self)
+        except (ValueError, UncastableEnvVar, AmbiguousEnvVar) as exc:
+            raise invoke.Exit(
+                f"environment: an INVOKE_* variable has the wrong type ({exc}): fix or unset it", 2
+            ) from None
+
+    def load_yaml(self: Config, path: str) -> Any:
+        from invoke.vendor import yaml  # Invoke parses with its vendored PyYAML
+
+        try:
+            return original(self, path)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise invoke.Exit(f"{where}: YAML syntax error: {problem}: fix the file", 2) from None
+
+    load_yaml._bakery_wrapped = True  # type: ignore[attr-defined]
+    Config._load_yaml = load_yaml  # type: ignore[method-assign]
+    Config._load_yml = load_yaml  # type: ignore[attr-defined]
+    Config.load_shell_env = load_shell_env  # type: ignore[method-assign]
+
+
+def settings(ctx: invoke.Context) -> config.Settings:
+    """Load and validate the typed settings once per task (raises Exit on bad config)."""
+    with errors_to_exit():
+        return config.load(ctx.config, PROJECT_ROOT)
+
+
+@contextlib.contextmanager
+def errors_to_exit() -> Iterator[None]:
+    """Translate the project's exception tree into ``raise Exit(message, code)``, once, at the top."""
+    try:
+        yield
+    except BakeryError as exc:
+        raise invoke.Exit(f"error: {exc.message}", exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise invoke.Exit("interrupted", 130) from None
+
+
+def say(message: str) -> None:
+    """Progress output for people (stdout, flushed: nightly logs must interleave correctly)."""
+    print(message, flush=True)  # noqa: T201
+
+
+def warn(message: str) -> None:
+    """Warnings for people (stderr)."""
+    print(message, file=sys.stderr, flush=True)  # noqa: T201
+
+
+def project_settings(runtime_file: Path | None = None) -> config.Settings:
+    """Settings as ``invoke`` would load them from this checkout (for scripts, benchmarks and tests)."""
+    from bakery.defaults import DEFAULTS
+
+    cfg = Config(project_location=str(PROJECT_ROOT), runtime_path=str(runtime_file) if runtime_file else None)
+    cfg.load_collection(DEFAULTS)
+    cfg.load_project()
+    cfg.load_runtime()
+    return config.load(cfg, PROJECT_ROOT)

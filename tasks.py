@@ -1,0 +1,46 @@
+"""Invoke tasks: parse flags, load config once, call one function of the ``bakery`` package."""
+
+from __future__ import annotations
+
+from invoke import Collection, Context, task
+
+from bakery import cli, validate
+from bakery.defaults import DEFAULTS
+from bakery.packer import detect_version
+from bakery.render import render as render_spec
+
+cli.install_config_error_reporting()
+
+ENV_HELP = "environment from bakery.environments (default: bakery.env, i.e. 'local')"
+VARIANT_HELP = "only this image variant (default: every variant of the environment)"
+
+
+@task(help={"env": ENV_HELP, "variant": VARIANT_HELP})
+def render(c: Context, env: str | None = None, variant: str | None = None) -> None:
+    """Render the Packer template, variables and image files into build/ENV/VARIANT."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        specs = settings.specs(env, variant)
+        version = detect_version()
+        for spec in specs:
+            rendered = render_spec(spec, version)
+            cli.say(f"rendered {rendered.directory.relative_to(settings.project_root)}  fingerprint {rendered.fingerprint[:16]}")
+
+
+@task(name="validate", help={"env": "only this environment (default: every environment)", "variant": VARIANT_HELP})
+def validate_(c: Context, env: str | None = None, variant: str | None = None) -> None:
+    """Render and validate every environment x variant with the real packer (validate + fmt -check)."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        specs = settings.specs(env, variant) if env or variant else settings.all_specs()
+        validate.validate_all(
+            settings,
+            specs,
+            on_done=lambda ch: cli.say(
+                f"valid  {ch.rendered.spec.env_name}/{ch.rendered.spec.variant_name}  ({ch.seconds:.1f}s)"
+            ),
+        )
+
+
+ns = Collection(render, validate_)
+ns.configure(DEFAULTS)

@@ -1,0 +1,17 @@
+"""Shared pytest options: slow (real VMs, mmdebstrap) and e2e (local bake) tests are opt-in."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run tests that boot VMs or build root filesystems")
+    parser.addoption("--run-e2e", action="store_true", help="run the local end-to-end bake")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, option in (("slow", "--run-slow"), ("e2e", "--run-e2e")):
+            if marker in item.keywords and not config.getoption(option):
+                item.add_marker(pytest.mark.skip(reason=f"{marker} test: pass {option} to run it"))

@@ -1,0 +1,195 @@
+"""Malformed configuration: one line naming the file/key/value and the fix, exit 2, no traceback,
+nothing written under the build directory. Runs the real ``invoke`` CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INVOKE = [sys.executable, "-m", "invoke"]
+
+
+def run_invoke(tmp_path: Path, runtime_yaml: str | None, *args: str, env: dict[str, str] | None = None):
+    build = tmp_path / "build"
+    text = f"bakery:\n  build_dir: {build}\n" + (runtime_yaml or "")
+    runtime = tmp_path / "runtime.yaml"
+    runtime.write_text(text)
+    proc = subprocess.run(
+        [*INVOKE, "-f", str(runtime), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    return proc, build
+
+
+CASES = [
+    # (id, runtime yaml (indented under bakery:), args, env, expected substrings)
+    ("unknown-env", "", ["render", "--env", "staging"], {}, ["unknown environment 'staging'", "gprd, gstg, local"]),
+    ("unknown-variant", "", ["render", "--variant", "centos-7"], {}, ["unknown variant 'centos-7'", "debian-12"]),
+    (
+        "bad-family",
+        "  environments:\n    local:\n      family: Osquery_{variant}\n",
+        ["render"],
+        {},
+        ["bakery.environments.local.family", "'Osquery_debian-12'", "GCE's name rule"],
+    ),
+    (
+        "family-too-long",
+        "  environments:\n    local:\n      candidate_family: " + "a" * 60 + "-{variant}\n",
+        ["render"],
+        {},
+        ["candidate_family", "at most 63 characters"],
+    ),
+    (
+        "label-key",
+        "  environments:\n    local:\n      labels: {Team: infrasec}\n",
+        ["render"],
+        {},
+        ["bakery.environments.local.labels", "label key 'Team'"],
+    ),
+    (
+        "label-value-too-long",
+        "  environments:\n    local:\n      labels: {team: " + "x" * 64 + "}\n",
+        ["render"],
+        {},
+        ["bakery.environments.local.labels", "at most 63 characters"],
+    ),
+    (
+        "too-many-labels",
+        "  environments:\n    local:\n      labels: {" + ", ".join(f"k{i}: v" for i in range(65)) + "}\n",
+        ["render"],
+        {},
+        ["65 labels", "at most 64"],
+    ),
+    (
+        "gce-missing-topic",
+        "  environments:\n    gstg:\n      pubsub: null\n",
+        ["render", "--env", "gstg"],
+        {},
+        ["bakery.environments.gstg", "needs 'pubsub'"],
+    ),
+    (
+        "bad-topic",
+        "  environments:\n    gstg:\n      pubsub: {project: p, topic: '1'}\n",
+        ["render", "--env", "gstg"],
+        {},
+        ["bakery.environments.gstg.pubsub.topic", "'1'"],
+    ),
+    (
+        "unknown-artifact-source",
+        "  environments:\n    local:\n      artifacts: {source: ftp}\n",
+        ["render"],
+        {},
+        ["bakery.environments.local.artifacts.source", "'ftp'", "'upstream', 'mirror' or 'stand-in'"],
+    ),
+    (
+        "mirror-dir-missing",
+        "  environments:\n    local:\n      artifacts: {source: mirror, mirror_dir: /nonexistent/mirror}\n",
+        ["render"],
+        {},
+        ["mirror_dir", "'/nonexistent/mirror' does not exist"],
+    ),
+    (
+        "mirror-without-dir",
+        "  environments:\n    local:\n      artifacts: {source: mirror}\n",
+        ["render"],
+        {},
+        ["mirror_dir", "needs mirror_dir"],
+    ),
+    ("yaml-syntax", "  osquery: {packs: [a, b\n", ["render"], {}, ["runtime.yaml:", "YAML syntax error"]),
+    (
+        "wrong-type-list",
+        "  osquery:\n    packs: compliance\n",
+        ["render"],
+        {},
+        ["bakery.osquery.packs", "give a list"],
+    ),
+    (
+        "wrong-type-int",
+        "  environments:\n    local:\n      local: {memory_mb: lots}\n",
+        ["render"],
+        {},
+        ["bakery.environments.local.local.memory_mb", "'lots'", "give an integer"],
+    ),
+    (
+        "unknown-key",
+        "  osquery:\n    verison: 5.23.1\n",
+        ["render"],
+        {},
+        ["bakery.osquery.verison", "remove it"],
+    ),
+    (
+        "unknown-env-key",
+        "  environments:\n    local:\n      famly: x\n",
+        ["render"],
+        {},
+        ["bakery.environments.local.famly", "remove it"],
+    ),
+    (
+        "env-names-unknown-variant",
+        "  environments:\n    gstg:\n      variants: [rhel-9]\n",
+        ["render", "--env", "gstg"],
+        {},
+        ["unknown variant 'rhel-9'"],
+    ),
+    (
+        "bad-fingerprint",
+        "  osquery:\n    repo: {fingerprint: 97A80C63C9D8B80B}\n",
+        ["render"],
+        {},
+        ["bakery.osquery.repo.fingerprint", "'97A80C63C9D8B80B'"],
+    ),
+    (
+        "version-mismatch",
+        "  osquery:\n    version: 5.22.0\n",
+        ["render"],
+        {},
+        ["bakery.osquery", "does not belong to version '5.22.0'"],
+    ),
+    (
+        "bad-zone",
+        "  environments:\n    gstg:\n      gce: {zone: useast1}\n",
+        ["render", "--env", "gstg"],
+        {},
+        ["bakery.environments.gstg.gce.zone", "'useast1'"],
+    ),
+    (
+        "env-var-wrong-type",
+        "",
+        ["render"],
+        {"INVOKE_BAKERY_TIMEOUTS_BOOT": "soon"},
+        ["INVOKE_", "wrong type"],
+    ),
+    ("unknown-pack", "  osquery:\n    packs: [no-such-pack]\n", ["render"], {}, ["packs/no-such-pack.conf"]),
+]
+
+
+@pytest.mark.parametrize(("runtime", "args", "env", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_is_one_clear_line(tmp_path: Path, runtime: str, args: list[str], env, expected) -> None:
+    proc, build = run_invoke(tmp_path, runtime, *args, env=env)
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert not build.exists(), sorted(build.rglob("*"))
+
+
+def test_error_names_the_file_that_set_the_key(tmp_path: Path) -> None:
+    proc, _ = run_invoke(tmp_path, "  environments:\n    local:\n      labels: {Team: x}\n", "render")
+    assert proc.stderr.startswith(f"error: {tmp_path / 'runtime.yaml'}: "), proc.stderr
+
+
+def test_error_names_the_environment_variable(tmp_path: Path) -> None:
+    proc, _ = run_invoke(tmp_path, None, "render", env={"INVOKE_BAKERY_ENVIRONMENTS_LOCAL_FAMILY": "Bad"})
+    assert proc.returncode == 2
+    assert "environment variable INVOKE_BAKERY_ENVIRONMENTS_LOCAL_FAMILY" in proc.stderr, proc.stderr
