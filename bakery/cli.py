@@ -18,11 +18,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def install_config_error_reporting() -> None:
-    """Make YAML syntax errors (invoke.yaml, ``-f FILE``) and uncastable ``INVOKE_*`` variables one line
-    and exit 2 instead of a traceback.
+    """Make YAML syntax errors (invoke.yaml, ``-f FILE``), uncastable ``INVOKE_*`` variables and
+    unmergeable layers one line and exit 2 instead of a traceback.
 
     Invoke loads those sources after tasks.py is imported and lets their errors escape as tracebacks;
-    wrapping its two loaders is the only hook it offers.
+    wrapping its loaders is the only hook it offers.
     """
     original = Config._load_yaml
     if getattr(original, "_bakery_wrapped", False):
@@ -50,10 +50,23 @@ def install_config_error_reporting() -> None:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise invoke.Exit(f"{where}: YAML syntax error: {problem}: fix the file", 2) from None
 
+    original_merge = Config.merge
+
+    def merge(self: Config) -> None:
+        from invoke.config import AmbiguousMergeError
+
+        try:
+            original_merge(self)
+        except AmbiguousMergeError as exc:
+            raise invoke.Exit(
+                f"config: {exc}: a file sets a section to a plain value (e.g. null); give the keys instead", 2
+            ) from None
+
     load_yaml._bakery_wrapped = True  # type: ignore[attr-defined]
     Config._load_yaml = load_yaml  # type: ignore[method-assign]
     Config._load_yml = load_yaml  # type: ignore[attr-defined]
     Config.load_shell_env = load_shell_env  # type: ignore[method-assign]
+    Config.merge = merge  # type: ignore[method-assign]
 
 
 def settings(ctx: invoke.Context) -> config.Settings:

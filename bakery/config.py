@@ -229,34 +229,35 @@ class BakeryConfig(_Model):
     environments: dict[Slug, Environment]
     timeouts: Timeouts = Timeouts()
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> BakeryConfig:
-        if self.env not in self.environments:
-            raise ValueError(
-                f"default env {self.env!r} is not an environment; known: {_known(self.environments)}"
-            )
-        for env_name, env in self.environments.items():
-            for variant in env.variants:
-                if variant not in self.variants:
-                    raise ValueError(
-                        f"environments.{env_name}.variants names unknown variant {variant!r}; "
-                        f"known: {_known(self.variants)}"
+
+def _references(config: BakeryConfig) -> tuple[tuple[str, ...], str] | None:
+    """Cross-references pydantic cannot locate: (key path, message) of the first broken one."""
+    if config.env not in config.environments:
+        return ("env",), f"default env {config.env!r} is not an environment: use one of {_known(config.environments)}"
+    for env_name, env in config.environments.items():
+        for variant in env.variants:
+            if variant not in config.variants:
+                return (
+                    ("environments", env_name, "variants"),
+                    f"unknown variant {variant!r}: use one of {_known(config.variants)} or define it under "
+                    "bakery.variants",
+                )
+            if env.target == "local" and not config.variants[variant].local:
+                return (
+                    ("environments", env_name, "variants"),
+                    f"variant {variant!r} has no local base image: use debian-12 for the local target",
+                )
+            for key in ("family", "candidate_family"):
+                name = _family_name(getattr(env, key), variant)
+                if not re.match(GCE_NAME_RE, name):
+                    return (
+                        ("environments", env_name, key),
+                        f"gives {name!r} for {variant}, which breaks GCE's name rule {GCE_NAME_RE}: use "
+                        "lowercase letters, digits and -, start with a letter, at most 63 characters",
                     )
-                if env.target == "local" and not self.variants[variant].local:
-                    raise ValueError(
-                        f"environments.{env_name}.variants: variant {variant!r} has no local base image; "
-                        "use debian-12 for the local target"
-                    )
-                for key in ("family", "candidate_family"):
-                    name = _family_name(getattr(env, key), variant)
-                    if not re.match(GCE_NAME_RE, name):
-                        raise ValueError(
-                            f"environments.{env_name}.{key} gives {name!r} for {variant}, which breaks GCE's "
-                            f"name rule {GCE_NAME_RE}: use lowercase letters, digits and -, at most 63 characters"
-                        )
-            if env.family == env.candidate_family:
-                raise ValueError(f"environments.{env_name}: family and candidate_family must differ")
-        return self
+        if env.family == env.candidate_family:
+            return ("environments", env_name, "candidate_family"), "must differ from family: rename it"
+    return None
 
 
 def _known(mapping: Mapping[str, Any]) -> str:
@@ -377,7 +378,7 @@ def _source_of(raw_config: Any, path: tuple[str | int, ...]) -> str:
     """Name the Invoke config layer (file, environment variable, flag) that last set ``path``."""
     layers = [
         ("_overrides", "command-line flag"),
-        ("_runtime", "runtime config ({_runtime_path})"),
+        ("_runtime", "{_runtime_path}"),
         ("_env", "environment variable INVOKE_{envvar}"),
         ("_project", "{_project_path}"),
         ("_collection", "bakery/defaults.py"),
@@ -441,6 +442,11 @@ def from_mapping(data: Mapping[str, Any], project_root: Path, raw_config: Any = 
         loc, message = _describe(first)
         dotted = ".".join(str(p) for p in ("bakery", *loc))
         raise ConfigError(f"{_source_of(raw_config, loc)}: {dotted}: {message}") from None
+    broken = _references(config)
+    if broken is not None:
+        loc, message = broken
+        dotted = ".".join(("bakery", *loc))
+        raise ConfigError(f"{_source_of(raw_config, loc)}: {dotted}: {message}")
     settings = Settings(config, project_root)
     _check_paths(settings, raw_config)
     return settings

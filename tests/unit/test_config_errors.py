@@ -39,7 +39,7 @@ CASES = [
         "  environments:\n    local:\n      family: Osquery_{variant}\n",
         ["render"],
         {},
-        ["bakery.environments.local.family", "'Osquery_debian-12'", "GCE's name rule"],
+        ["bakery.environments.local.family: gives 'Osquery_debian-12'", "GCE's name rule"],
     ),
     (
         "family-too-long",
@@ -71,10 +71,17 @@ CASES = [
     ),
     (
         "gce-missing-topic",
+        "  environments:\n    gstg:\n      pubsub: {topic: null}\n",
+        ["render", "--env", "gstg"],
+        {},
+        ["bakery.environments.gstg.pubsub.topic", "give a string"],
+    ),
+    (
+        "gce-pubsub-section-null",
         "  environments:\n    gstg:\n      pubsub: null\n",
         ["render", "--env", "gstg"],
         {},
-        ["bakery.environments.gstg", "needs 'pubsub'"],
+        ["config: Can't cleanly merge", "give the keys instead"],
     ),
     (
         "bad-topic",
@@ -138,7 +145,7 @@ CASES = [
         "  environments:\n    gstg:\n      variants: [rhel-9]\n",
         ["render", "--env", "gstg"],
         {},
-        ["unknown variant 'rhel-9'"],
+        ["bakery.environments.gstg.variants: unknown variant 'rhel-9'"],
     ),
     (
         "bad-fingerprint",
