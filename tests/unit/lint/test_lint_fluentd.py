@@ -1,0 +1,48 @@
+"""Fluentd snippet structure lint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bakery.lint import lint_fluentd
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lint" / "fluentd"
+
+# fixture -> expected (file:line, severity, code) in report order.
+CASES = {
+    "good": [],
+    "unclosed": [("unclosed.conf:6", "error", "unbalanced-directive")],
+    "stray-close": [("stray-close.conf:4", "error", "unbalanced-directive")],
+    "missing-type": [("missing-type.conf:1", "error", "missing-type")],
+    "tail-missing-params": [
+        ("tail-missing-params.conf:1", "error", "missing-param"),
+        ("tail-missing-params.conf:1", "error", "missing-param"),
+    ],
+    "tail-missing-parse": [("tail-missing-parse.conf:1", "error", "missing-parse")],
+    "duplicate-pos-file": [("duplicate-pos-file.conf:13", "error", "duplicate-pos-file")],
+    "time-key-dropped": [("time-key-dropped.conf:8", "warning", "time-key-dropped")],
+    "pubsub-key-no-topic": [
+        ("pubsub-key-no-topic.conf:1", "error", "missing-param"),
+        ("pubsub-key-no-topic.conf:4", "warning", "credential-key-file"),
+    ],
+    "unknown-directive": [("unknown-directive.conf:1", "error", "unknown-directive")],
+    "bad-line": [("bad-line.conf:3", "error", "syntax-error")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fluentd_fixture(name: str) -> None:
+    findings = lint_fluentd(FIXTURES / f"{name}.conf")
+    assert [(Path(f.file).name, f.severity, f.code) for f in findings] == CASES[name]
+    assert all(f.pack is None and f.query is None for f in findings)
+
+
+def test_every_fluentd_fixture_is_covered() -> None:
+    assert sorted(p.stem for p in FIXTURES.glob("*.conf")) == sorted(CASES)
+
+
+def test_tail_missing_params_names_them() -> None:
+    messages = [f.message for f in lint_fluentd(FIXTURES / "tail-missing-params.conf")]
+    assert [m.split(" (")[0] for m in messages] == ["tail source has no pos_file", "tail source has no tag"]
