@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from pathlib import Path
 
-from bakery import cli, validate
+from invoke import Collection, Context, Exit, task
+
+from bakery import cli, lint, validate
 from bakery.defaults import DEFAULTS
 from bakery.packer import detect_version
 from bakery.render import render as render_spec
@@ -42,5 +44,34 @@ def validate_(c: Context, env: str | None = None, variant: str | None = None) ->
         )
 
 
-ns = Collection(render, validate_)
+@task(
+    name="lint",
+    iterable=["path"],
+    help={
+        "path": "osquery.conf or pack file to lint (repeatable); default: the rendered files of --env",
+        "env": ENV_HELP,
+        "platform": "osquery platform the queries must run on (default: linux)",
+        "format": "output format: text or json (default: text)",
+        "strict": "exit 2 on warnings too",
+    },
+)
+def lint_(
+    c: Context,
+    path: list[str] | None = None,
+    env: str | None = None,
+    platform: str = "linux",
+    format: str = "text",  # noqa: A002 - the flag is --format
+    strict: bool = False,
+) -> None:
+    """Lint osquery config and packs against the table schema, and the Fluentd and rsyslog snippets."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        findings = lint.lint_settings(settings, [Path(p) for p in path or []], env, platform, format)
+        cli.say(lint.format_json(findings) if format == "json" else lint.format_text(findings) or "lint: clean")
+        code = lint.exit_code(findings, strict)
+        if code:
+            raise Exit(code=code)
+
+
+ns = Collection(render, validate_, lint_)
 ns.configure(DEFAULTS)

@@ -7,6 +7,7 @@
 from bakery.lint.fluentd import lint_fluentd
 from bakery.lint.osquery import SHIPPED_PACK_FLAGS, lint_osquery
 from bakery.lint.report import Finding, exit_code, format_json, format_text
+from bakery.lint.rendered import lint_settings, lint_tree
 from bakery.lint.rsyslog import lint_rsyslog
 from bakery.lint.schema import load_schema
 
@@ -19,5 +20,7 @@ __all__ = [
     "lint_fluentd",
     "lint_osquery",
     "lint_rsyslog",
+    "lint_settings",
+    "lint_tree",
     "load_schema",
 ]
