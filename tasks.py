@@ -6,8 +6,9 @@ from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
 
-from bakery import cli, lint, validate
+from bakery import cli, lint, pipeline, validate
 from bakery.defaults import DEFAULTS
+from bakery.images import rollback_plan
 from bakery.packer import detect_version
 from bakery.render import render as render_spec
 
@@ -26,10 +27,14 @@ def render(c: Context, env: str | None = None, variant: str | None = None) -> No
         version = detect_version()
         for spec in specs:
             rendered = render_spec(spec, version)
-            cli.say(f"rendered {rendered.directory.relative_to(settings.project_root)}  fingerprint {rendered.fingerprint[:16]}")
+            where = rendered.directory.relative_to(settings.project_root)
+            cli.say(f"rendered {where}  fingerprint {rendered.fingerprint[:16]}")
 
 
-@task(name="validate", help={"env": "only this environment (default: every environment)", "variant": VARIANT_HELP})
+@task(
+    name="validate",
+    help={"env": "only this environment (default: every environment)", "variant": VARIANT_HELP},
+)
 def validate_(c: Context, env: str | None = None, variant: str | None = None) -> None:
     """Render and validate every environment x variant with the real packer (validate + fmt -check)."""
     settings = cli.settings(c)
@@ -60,7 +65,7 @@ def lint_(
     path: list[str] | None = None,
     env: str | None = None,
     platform: str = "linux",
-    format: str = "text",  # noqa: A002 - the flag is --format
+    format: str = "text",
     strict: bool = False,
 ) -> None:
     """Lint osquery config and packs against the table schema, and the Fluentd and rsyslog snippets."""
@@ -73,5 +78,54 @@ def lint_(
             raise Exit(code=code)
 
 
-ns = Collection(render, validate_, lint_)
+@task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the plan and change nothing"})
+def bake(c: Context, env: str | None = None, variant: str | None = None, dry_run: bool = False) -> None:
+    """Bake, boot, test and publish images (render, validate, lint, packer build, testinfra, publish)."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        for spec in settings.specs(env, variant):
+            target = pipeline.target_for(spec)
+            if dry_run:
+                cli.say("\n".join(["plan (dry run, nothing changes):", *pipeline.plan(spec, target)]))
+                continue
+            report = pipeline.bake(spec, target, cli.say)
+            outcome = report.outcome
+            assert outcome is not None and report.head is not None
+            cli.say(
+                f"published {report.image_name} into {spec.family} (head: {report.head.name}); "
+                f"tests {outcome.passed} passed, {outcome.skipped} skipped; JUnit {outcome.junit}; "
+                f"manifest {report.manifest}; retention deleted {', '.join(report.deleted) or 'nothing'}"
+            )
+
+
+@task(help={"env": ENV_HELP, "variant": VARIANT_HELP})
+def images(c: Context, env: str | None = None, variant: str | None = None) -> None:
+    """List each family's images, newest first, with states; the head is marked with *."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        for spec in settings.specs(env, variant):
+            store = pipeline.target_for(spec).store
+            head = pipeline.head_or_none(store, spec.family)
+            cli.say(f"family {spec.family} (head: {head.name if head else 'none'})")
+            for record in store.list(spec.family):
+                cli.say(("* " if head and record.name == head.name else "  ") + pipeline.describe(record))
+
+
+@task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the plan and change nothing"})
+def rollback(c: Context, env: str | None = None, variant: str | None = None, dry_run: bool = False) -> None:
+    """Deprecate a family's head so it resolves to the previous image (refuses to empty the family)."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        for spec in settings.specs(env, variant):
+            store = pipeline.target_for(spec).store
+            old, new = rollback_plan(store.list(spec.family), spec.family)
+            if dry_run:
+                cli.say(f"plan (dry run): deprecate {old.name} (replacement {new.name}); head becomes {new.name}")
+                continue
+            cli.say(f"before: {spec.family} -> {old.name}")
+            store.rollback(spec.family)
+            cli.say(f"after:  {spec.family} -> {store.get_from_family(spec.family).name}")
+
+
+ns = Collection(render, validate_, lint_, bake, images, rollback)
 ns.configure(DEFAULTS)

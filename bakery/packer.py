@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import packer as python_packer
 import sh
 
+import packer as python_packer
 from bakery.errors import Interrupted, PackerError, ToolMissingError
 
 TAIL_LINES = 25
@@ -71,9 +71,7 @@ def packer_path() -> str:
     """Path of the ``packer`` binary or a one-line ToolMissingError."""
     path = shutil.which("packer")
     if path is None:
-        raise ToolMissingError(
-            "packer is not installed: run `apt-get install packer` (Debian 12 ships 1.6.6)"
-        )
+        raise ToolMissingError("packer is not installed: run `apt-get install packer` (Debian 12 ships 1.6.6)")
     return path
 
 
@@ -84,9 +82,7 @@ def _env() -> dict[str, str]:
 class Packer:
     """Runs ``packer`` on one rendered template from inside its build directory."""
 
-    def __init__(
-        self, template: Path, var_file: Path | None = None, variables: Mapping[str, str] | None = None
-    ):
+    def __init__(self, template: Path, var_file: Path | None = None, variables: Mapping[str, str] | None = None):
         self.template = template
         self.var_file = var_file
         self.variables = dict(variables or {})
@@ -136,9 +132,7 @@ class Packer:
                 _timeout=timeout,
             )
         except sh.ErrorReturnCode as exc:
-            raise PackerError(
-                argv, exc.exit_code, _tail(exc.stdout + exc.stderr), "packer fmt -check"
-            ) from None
+            raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), "packer fmt -check") from None
         except sh.TimeoutException:
             raise PackerError(argv, None, "", "packer fmt -check") from None
 
@@ -152,9 +146,7 @@ class Packer:
         try:
             client.packer_cmd()
         except sh.ErrorReturnCode as exc:
-            raise PackerError(
-                argv, exc.exit_code, _tail(exc.stdout + exc.stderr), f"packer {args[0]}"
-            ) from None
+            raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), f"packer {args[0]}") from None
         except sh.TimeoutException:
             raise PackerError(argv, None, "", f"packer {args[0]} (after {timeout:.0f}s)") from None
 
@@ -180,9 +172,7 @@ class Packer:
                 on_event(event)
 
         sink = _LineSink(out)
-        client = self._client(
-            out_iter=sink, err_iter=sink, _bg=True, _timeout=timeout, _tty_out=False
-        )
+        client = self._client(out_iter=sink, err_iter=sink, _bg=True, _timeout=timeout, _tty_out=False)
         argv = self._argv("build", "-machine-readable", *(["-force"] if force else []))
         running = client.build(parallel=False, machine_readable=True, force=force)
         with _forward_signals(running.process.pid) as received:
@@ -193,9 +183,7 @@ class Packer:
                     raise Interrupted(received[0]) from None
                 raise PackerError(argv, exc.exit_code, "\n".join(tail), "packer build") from None
             except sh.TimeoutException:
-                raise PackerError(
-                    argv, None, "\n".join(tail), f"packer build (after {timeout:.0f}s)"
-                ) from None
+                raise PackerError(argv, None, "\n".join(tail), f"packer build (after {timeout:.0f}s)") from None
             if received:
                 raise Interrupted(received[0])
         return BuildResult(artifact_ids(events), events)

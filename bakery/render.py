@@ -198,9 +198,7 @@ def _render_file(env: jinja2.Environment, name: str, context: Mapping[str, Any])
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(
-            f"templates/{exc.name or name}:{exc.lineno}: {exc.message}: fix the template"
-        ) from None
+        raise RenderError(f"templates/{exc.name or name}:{exc.lineno}: {exc.message}: fix the template") from None
     except jinja2.UndefinedError as exc:
         raise RenderError(f"templates/{name}: {exc.message}: define it or fix the name") from None
 

@@ -18,20 +18,17 @@ QUERIES = 1000
 
 TEMPLATES = [
     "SELECT pid, name, path, cmdline FROM processes WHERE name = 'proc{i}';",
-    "SELECT p.name, lp.port, lp.address FROM listening_ports lp JOIN processes p USING (pid)"
-    " WHERE lp.port = {i};",
+    "SELECT p.name, lp.port, lp.address FROM listening_ports lp JOIN processes p USING (pid) WHERE lp.port = {i};",
     "SELECT DISTINCT p.path, s.remote_address FROM process_open_sockets s JOIN processes p ON p.pid = s.pid"
     " WHERE s.remote_port = {i} AND s.family IN (2, 10);",
     "SELECT u.username, k.key_file, k.algorithm FROM users u JOIN authorized_keys k ON k.uid = u.uid"
     " WHERE u.uid >= {i};",
-    "SELECT name, version FROM deb_packages WHERE name LIKE 'lib{i}%'"
-    " AND version_compare(version, '1.{i}') < 0;",
+    "SELECT name, version FROM deb_packages WHERE name LIKE 'lib{i}%' AND version_compare(version, '1.{i}') < 0;",
     "SELECT f.path, h.sha256 FROM file f JOIN hash h ON h.path = f.path WHERE f.path LIKE '/etc/app{i}/%%';",
     "SELECT username, shell FROM users WHERE uid IN (SELECT uid FROM user_groups WHERE gid = {i});",
     "SELECT name, current_value FROM system_controls WHERE name = 'net.ipv4.conf.eth{i}.rp_filter';",
     "SELECT datetime, tag, message FROM syslog_events WHERE tag = 'app{i}' AND message LIKE '%error%';",
-    "SELECT regex_match(cmdline, '--port[= ]([0-9]+)', 1) AS port, sha256(cmdline) FROM processes"
-    " WHERE pid > {i};",
+    "SELECT regex_match(cmdline, '--port[= ]([0-9]+)', 1) AS port, sha256(cmdline) FROM processes WHERE pid > {i};",
     "SELECT device, path, type FROM mounts WHERE path LIKE '/mnt/{i}%';",
     "SELECT name, size, used_by FROM kernel_modules WHERE size > {i};",
     "SELECT id, active_state FROM systemd_units WHERE id = 'unit{i}.service';",

@@ -6,8 +6,8 @@
 
 from bakery.lint.fluentd import lint_fluentd
 from bakery.lint.osquery import SHIPPED_PACK_FLAGS, lint_osquery
-from bakery.lint.report import Finding, exit_code, format_json, format_text
 from bakery.lint.rendered import lint_settings, lint_tree
+from bakery.lint.report import Finding, exit_code, format_json, format_text
 from bakery.lint.rsyslog import lint_rsyslog
 from bakery.lint.schema import load_schema
 

@@ -94,9 +94,7 @@ class _Lint:
                 if _open_brackets(value):
                     pending = (param.group(1), value, number)
             else:
-                self.add(
-                    number, "error", "syntax-error", f"cannot parse {line!r}", "write `key value` or a <tag>"
-                )
+                self.add(number, "error", "syntax-error", f"cannot parse {line!r}", "write `key value` or a <tag>")
         for unclosed in reversed(stack[1:]):
             self._unclosed(unclosed)
         return root
@@ -131,9 +129,7 @@ class _Lint:
             return
         kind = section.value("@type")
         if not kind:
-            self.add(
-                section.line, "error", "missing-type", f"<{section.name}> has no @type", "add @type PLUGIN"
-            )
+            self.add(section.line, "error", "missing-type", f"<{section.name}> has no @type", "add @type PLUGIN")
         elif section.name == "source" and kind == "tail":
             self._tail(section)
         elif section.name == "match" and kind == "gcloud_pubsub":

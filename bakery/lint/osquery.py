@@ -129,9 +129,7 @@ EXPENSIVE_TABLES: dict[str, str] = {
     "npm_packages": "walks every node_modules directory",
 }
 GLOB_TABLES = frozenset({"file", "hash", "yara_file", "magic"})
-_GLOB_CONSTRAINT = re.compile(
-    r"\b(path|directory)\s*(?:=|\bLIKE\b|\bGLOB\b)\s*'((?:[^']|'')*)'", re.IGNORECASE
-)
+_GLOB_CONSTRAINT = re.compile(r"\b(path|directory)\s*(?:=|\bLIKE\b|\bGLOB\b)\s*'((?:[^']|'')*)'", re.IGNORECASE)
 
 
 def parse_relaxed_json(text: str) -> tuple[Any, list[str]]:
@@ -315,9 +313,7 @@ class _FileLint:
         for query_name, query in queries.items():
             self.query(file, name, query_name, query, platforms)
 
-    def query(
-        self, file: Path, pack: str | None, name: str, query: Any, pack_platforms: frozenset[str] | None
-    ) -> None:
+    def query(self, file: Path, pack: str | None, name: str, query: Any, pack_platforms: frozenset[str] | None) -> None:
         def add(severity: Severity, code: str, message: str, fix: str) -> None:
             self.add(file, severity, code, message, fix, pack=pack, query=name)
 
@@ -357,9 +353,7 @@ class _FileLint:
         platforms = self._platforms(file, pack, name, query.get("platform"))
         if pack_platforms is not None:
             platforms = pack_platforms if platforms is None else platforms & pack_platforms
-        scheduled_name = (
-            name if pack is None else f"pack{self.pack_delimiter}{pack}{self.pack_delimiter}{name}"
-        )
+        scheduled_name = name if pack is None else f"pack{self.pack_delimiter}{pack}{self.pack_delimiter}{name}"
         if scheduled_name in self.scheduled_names:
             add(
                 "error",
@@ -524,9 +518,7 @@ _SQL_FIXES = {
 
 
 class _Linter:
-    def __init__(
-        self, schema: Schema, platform: str, flags: Mapping[str, FlagValue], packs_dir: Path | None
-    ) -> None:
+    def __init__(self, schema: Schema, platform: str, flags: Mapping[str, FlagValue], packs_dir: Path | None) -> None:
         self.schema = schema
         self.platform = platform
         self.flags = {name.lstrip("-"): value for name, value in flags.items()}
@@ -566,9 +558,7 @@ class _Linter:
             )
             return None
         for key in duplicates:
-            lint.add(
-                path, "warning", "duplicate-key", f"key {key!r} appears twice; the last wins", "remove one"
-            )
+            lint.add(path, "warning", "duplicate-key", f"key {key!r} appears twice; the last wins", "remove one")
         if not isinstance(doc, dict):
             lint.add(path, "error", "invalid-json", "the top level must be an object", "wrap it in {...}")
             return None

@@ -49,14 +49,15 @@ def lint_settings(
         raise ConfigError(f"--format {output_format!r} is not supported: use text or json")
     osquery = settings.config.osquery
     if paths:
-        return lint_osquery(
-            paths, platform=platform, osquery_version=osquery.version, flags=dict(osquery.flags)
-        )
+        return lint_osquery(paths, platform=platform, osquery_version=osquery.version, flags=dict(osquery.flags))
     findings: list[Finding] = []
     version = detect_version()
     for spec in settings.specs(env):
         rendered = render.render(spec, version)
         findings += lint_tree(
-            rendered.directory / "files", osquery_version=osquery.version, flags=dict(osquery.flags), platform=platform
+            rendered.directory / "files",
+            osquery_version=osquery.version,
+            flags=dict(osquery.flags),
+            platform=platform,
         )
     return findings

@@ -18,9 +18,7 @@ from bakery.lint.schema import Schema, Table
 # osquery's additions to SQLite (osquery/sql/sqlite_*.cpp), name -> accepted argument counts (-1: any).
 OSQUERY_FUNCTIONS: dict[str, tuple[int, ...]] = {
     # sqlite_math.cpp
-    **dict.fromkeys(
-        ("sqrt", "acos", "asin", "atan", "cos", "sin", "tan", "cot", "exp", "log", "log10"), (1,)
-    ),
+    **dict.fromkeys(("sqrt", "acos", "asin", "atan", "cos", "sin", "tan", "cot", "exp", "log", "log10"), (1,)),
     **dict.fromkeys(("ceil", "floor", "degrees", "radians"), (1,)),
     "power": (2,),
     "pi": (0,),

@@ -32,8 +32,20 @@ def run_invoke(tmp_path: Path, runtime_yaml: str | None, *args: str, env: dict[s
 
 CASES = [
     # (id, runtime yaml (indented under bakery:), args, env, expected substrings)
-    ("unknown-env", "", ["render", "--env", "staging"], {}, ["unknown environment 'staging'", "gprd, gstg, local"]),
-    ("unknown-variant", "", ["render", "--variant", "centos-7"], {}, ["unknown variant 'centos-7'", "debian-12"]),
+    (
+        "unknown-env",
+        "",
+        ["render", "--env", "staging"],
+        {},
+        ["unknown environment 'staging'", "gprd, gstg, local"],
+    ),
+    (
+        "unknown-variant",
+        "",
+        ["render", "--variant", "centos-7"],
+        {},
+        ["unknown variant 'centos-7'", "debian-12"],
+    ),
     (
         "bad-family",
         "  environments:\n    local:\n      family: Osquery_{variant}\n",

@@ -60,7 +60,7 @@ def test_gce_template_bakes_into_candidate_family_only(settings: Settings) -> No
     template, var_file = render.packer_template(spec, PACKER_166)
     assert "image_family            = var.candidate_family" in template
     assert 'candidate_family        = "gl-osquery-ubuntu-2204-candidate"' in var_file
-    assert "gl-osquery-ubuntu-2204\"" not in var_file
+    assert 'gl-osquery-ubuntu-2204"' not in var_file
 
 
 def test_local_template_binds_ssh_forward_to_loopback(settings: Settings) -> None:
@@ -163,7 +163,10 @@ def test_golden_dir_has_no_strays() -> None:
     settings = cli.project_settings()
     wanted = set()
     for spec in settings.all_specs():
-        wanted |= {f"{spec.env_name}-{spec.variant_name}.pkr.hcl", f"{spec.env_name}-{spec.variant_name}.pkrvars.hcl"}
+        wanted |= {
+            f"{spec.env_name}-{spec.variant_name}.pkr.hcl",
+            f"{spec.env_name}-{spec.variant_name}.pkrvars.hcl",
+        }
     assert names == wanted
 
 

@@ -37,8 +37,7 @@ def test_unknown_osquery_version_names_the_available_ones() -> None:
     with pytest.raises(ConfigError) as info:
         load_schema("4.9.0")
     assert str(info.value).startswith(
-        "no osquery table schema for version 4.9.0; available: 5.23.1; "
-        "add bakery/data/osquery/schema-4.9.0.json"
+        "no osquery table schema for version 4.9.0; available: 5.23.1; add bakery/data/osquery/schema-4.9.0.json"
     )
 
 

@@ -1,0 +1,84 @@
+"""The local target: a cached Debian 12 base image, Packer's qemu builder, a QEMU test VM and a registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bakery import render
+from bakery.config import BuildSpec, LocalSettings
+from bakery.local.accel import choose_accelerator
+from bakery.local.baseimage import BaseImage, content_key, ensure_base_image, load_base_image
+from bakery.local.registry import LocalRegistry
+from bakery.local.vm import TestOutcome, boot_vm, run_image_tests
+from bakery.pipeline import Say
+
+SUITE_DIR = render.PROJECT_ROOT / "tests" / "image"
+BASE_BUILD_TIMEOUT = 1800.0
+
+
+class LocalTarget:
+    """Bake with QEMU, test in a snapshot-mode VM, publish into a local registry directory."""
+
+    def __init__(self, spec: BuildSpec) -> None:
+        local = spec.env.local
+        assert local is not None  # config validation guarantees it for target 'local'
+        self.spec = spec
+        self.settings: LocalSettings = local
+        self.cache_dir = spec.project_root / local.cache_dir
+        self.store = LocalRegistry(spec.project_root / local.registry_dir)
+        self.base: BaseImage | None = None
+        self.accelerator = "tcg"
+
+    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
+        self.base = ensure_base_image(self.cache_dir, timeout=BASE_BUILD_TIMEOUT, log=say)
+        self.accelerator = choose_accelerator(self.settings.accelerator, self.base, log=say)
+        return {
+            "base_image": str(self.base.disk),
+            "base_image_checksum": "none",  # the base is ours, built and cached by content key
+            "accelerator": self.accelerator,
+            "ssh_private_key_file": str(self.base.ssh_key),
+            "output_directory": str(self._output_dir(rendered.directory, "")),
+        }
+
+    @staticmethod
+    def _output_dir(directory: Path, image_name: str) -> Path:
+        return directory / "output" / image_name if image_name else directory / "output"
+
+    def output(self, rendered: render.Rendered, image_name: str) -> str:
+        return str(self._output_dir(rendered.directory, "") / f"{image_name}.qcow2")
+
+    def test(self, rendered: render.Rendered, candidate: str, run_dir: Path, say: Say) -> TestOutcome:
+        assert self.base is not None, "prepare() first"
+        timeouts = self.spec.config.timeouts
+        with boot_vm(
+            Path(candidate),
+            accelerator=self.accelerator,
+            ssh_key=self.base.ssh_key,
+            user=self.base.user,
+            workdir=run_dir / "vm",
+            boot_timeout=timeouts.boot,
+            memory_mb=self.settings.memory_mb,
+            cpus=self.settings.cpus,
+            log=say,
+        ) as vm:
+            return run_image_tests(
+                vm,
+                SUITE_DIR,
+                run_dir / "junit.xml",
+                timeout=timeouts.image_tests,
+                extra_args=[f"--expectations={rendered.directory / render.EXPECTATIONS_FILE}"],
+            )
+
+    def discard(self, candidate: str) -> None:
+        shutil.rmtree(Path(candidate).parent, ignore_errors=True)
+
+    def plan(self, rendered_dir: Path) -> list[str]:
+        key = content_key()
+        cached = load_base_image(self.cache_dir / f"base-{key[:12]}", key)
+        base = f"cached {cached.disk}" if cached else f"build it with mmdebstrap into {self.cache_dir}"
+        return [
+            f"base image: {base}",
+            f"accelerator: {self.settings.accelerator} (auto = boot probe, cached)",
+            f"registry: {self.store.root}",
+        ]

@@ -1,0 +1,270 @@
+"""The bake pipeline, the same for every target: render → validate/lint → prepare → bake → test → publish → retain.
+
+The pipeline talks to a :class:`Target` (local QEMU + registry today); it never knows which one.
+Nothing is published unless every image test passed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bakery import __version__, lint, render
+from bakery.config import BuildSpec
+from bakery.encode import label_value
+from bakery.errors import ImageTestError, LintError
+from bakery.images import ImageRecord, ImageStore, retention_plan
+from bakery.local.vm import TestOutcome
+from bakery.packer import Packer, PackerEvent, detect_version
+from bakery.validate import validate_rendered
+
+Say = Callable[[str], None]
+SUITE_DIR = render.PROJECT_ROOT / "tests" / "image"
+MANIFEST_FILE = "bakery-manifest.json"
+
+
+class Target(Protocol):
+    """What the pipeline needs from a target (local QEMU today, GCE next)."""
+
+    store: ImageStore
+
+    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
+        """Get ready to bake; return the runtime Packer variables (base image, accelerator, …)."""
+        ...
+
+    def output(self, rendered: render.Rendered, image_name: str) -> str:
+        """Where Packer leaves the baked candidate."""
+        ...
+
+    def test(self, rendered: render.Rendered, candidate: str, run_dir: Path, say: Say) -> TestOutcome:
+        """Boot the candidate and run the image test suite; always stop what was booted."""
+        ...
+
+    def discard(self, candidate: str) -> None:
+        """Remove a candidate that will not be published."""
+        ...
+
+    def plan(self, rendered_dir: Path) -> list[str]:
+        """Human lines describing what prepare/test would do (for --dry-run)."""
+        ...
+
+
+@dataclass
+class BakeReport:
+    """What a bake did, for the summary (and the nightly report)."""
+
+    spec: BuildSpec
+    image_name: str = ""
+    fingerprint: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
+    outcome: TestOutcome | None = None
+    published: ImageRecord | None = None
+    head: ImageRecord | None = None
+    deleted: list[str] = field(default_factory=list)
+    manifest: Path | None = None
+
+
+def git_sha(root: Path = render.PROJECT_ROOT) -> str:
+    """Short git sha of the checkout (``nogit`` outside a repository)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=7", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "nogit"
+    return out.stdout.strip() or "nogit"
+
+
+def image_name(family: str, now: datetime.datetime, sha: str) -> str:
+    """``FAMILY-YYYYMMDD-HHMMSS-SHA``, within GCE's 63 characters (the family part is cut if needed)."""
+    suffix = f"-{now:%Y%m%d-%H%M%S}-{label_value(sha)[:7]}"
+    return family[: 63 - len(suffix)].rstrip("-") + suffix
+
+
+@contextmanager
+def phase(report: BakeReport, name: str, say: Say) -> Iterator[None]:
+    """Banner, elapsed time, and the time recorded in the report."""
+    say(f"==> {name}")
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        report.phases[name] = time.monotonic() - start
+        say(f"<== {name} ({report.phases[name]:.1f} s)")
+
+
+def check_rendered(rendered: render.Rendered, timeout: float, scratch: Path) -> None:
+    """``packer validate``/``fmt -check`` and the lint; lint errors abort the bake."""
+    validate_rendered(rendered, timeout, scratch)
+    osquery = rendered.spec.config.osquery
+    findings = lint.lint_tree(rendered.directory / "files", osquery_version=osquery.version, flags=dict(osquery.flags))
+    if lint.exit_code(findings, strict=False):
+        raise LintError("lint found errors, nothing was baked:\n" + lint.format_text(findings))
+
+
+def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | None = None) -> BakeReport:
+    """Bake, test and (only if every test passed) publish one image; then apply retention."""
+    report = BakeReport(spec)
+    config = spec.config
+    if spec.artifact_source == "stand-in":
+        say(
+            "NOTE: artifact source is 'stand-in': the image gets the project's STAND-IN osquery and Fluentd "
+            "packages (no real agent). Set environments.<env>.artifacts.source to 'upstream' or 'mirror' "
+            "for real packages."
+        )
+    with phase(report, "render", say):
+        rendered = render.render(spec, detect_version())
+        report.fingerprint = rendered.fingerprint
+        say(f"rendered {rendered.directory} (fingerprint {rendered.fingerprint[:16]})")
+    with phase(report, "validate", say):
+        scratch = rendered.directory / ".validate"
+        scratch.mkdir(exist_ok=True)
+        try:
+            check_rendered(rendered, config.timeouts.packer_validate, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    with phase(report, "prepare", say):
+        variables = target.prepare(rendered, say)
+    report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), git_sha())
+    variables |= {"image_name": report.image_name, "input_fingerprint": rendered.fingerprint}
+    candidate = target.output(rendered, report.image_name)
+    with phase(report, "bake", say):
+        Packer(rendered.template, rendered.var_file, variables).build(
+            config.timeouts.packer_build, on_event=_progress(say)
+        )
+    run_dir = rendered.directory / "runs" / report.image_name
+    try:
+        with phase(report, "test", say):
+            report.outcome = target.test(rendered, candidate, run_dir, say)
+        outcome = report.outcome
+        say(
+            f"image tests: {outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
+            f"{outcome.skipped} skipped (JUnit: {outcome.junit})"
+        )
+        report.manifest = write_manifest(report, rendered, run_dir)
+        if not outcome.ok:
+            failed = ", ".join(outcome.failures) or "no test passed"
+            raise ImageTestError(
+                f"image tests failed, nothing published (family head unchanged): {failed}; JUnit: {outcome.junit}"
+            )
+        with phase(report, "publish", say):
+            labels = {
+                **render.image_labels(spec),
+                "input-fingerprint": rendered.fingerprint[:63],
+                "git-sha": label_value(git_sha()),
+            }
+            report.published = target.store.insert(
+                report.image_name,
+                spec.family,
+                candidate,
+                labels=labels,
+                description=f"osquery image {spec.variant_name} ({spec.artifact_source}), tested",
+                manifest=str(report.manifest),
+            )
+            report.head = target.store.get_from_family(spec.family)
+    finally:
+        target.discard(candidate)
+    with phase(report, "retention", say):
+        report.deleted = target.store.retention(spec.family, spec.env.retention.keep)
+    return report
+
+
+def _progress(say: Say) -> Callable[[PackerEvent], None]:
+    def on_event(event: PackerEvent) -> None:
+        if event.type == "ui" and len(event.data) >= 2 and event.data[0] in ("say", "message", "error"):
+            for line in event.message.rstrip("\n").splitlines():
+                say(f"    packer: {line}")
+
+    return on_event
+
+
+def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path) -> Path:
+    """Provenance of one bake: inputs, versions, artifact source and the test summary."""
+    outcome = report.outcome
+    manifest = {
+        "image": report.image_name,
+        "family": report.spec.family,
+        "environment": report.spec.env_name,
+        "variant": report.spec.variant_name,
+        "artifact_source": report.spec.artifact_source,
+        "stand_in": report.spec.artifact_source == "stand-in",
+        "input_fingerprint": rendered.fingerprint,
+        "bakery_version": __version__,
+        "git_sha": git_sha(),
+        "packer_version": ".".join(str(p) for p in detect_version()),
+        "packages": dict(zip(("osquery", "fluent-package"), render.package_versions(report.spec), strict=True)),
+        "tests": None
+        if outcome is None
+        else {
+            "passed": outcome.passed,
+            "failed": outcome.failed,
+            "skipped": outcome.skipped,
+            "errors": outcome.errors,
+            "failures": outcome.failures,
+            "junit": str(outcome.junit),
+        },
+    }
+    path = run_dir / MANIFEST_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def plan(spec: BuildSpec, target: Target) -> list[str]:
+    """What ``bake`` would do, changing nothing (``--dry-run``)."""
+    store = target.store
+    head = head_or_none(store, spec.family)
+    doomed = retention_plan(store.list(spec.family), spec.family, spec.env.retention.keep)
+    return [
+        f"environment {spec.env_name}, variant {spec.variant_name}, artifact source {spec.artifact_source}",
+        f"render into {spec.build_dir}",
+        "validate: packer validate + packer fmt -check; lint osquery.conf, packs, Fluentd and rsyslog snippets",
+        *target.plan(spec.build_dir),
+        f"packer build -machine-readable -force -var-file={render.VARS_FILE} {render.TEMPLATE_FILE} "
+        f"(image name {image_name(spec.family, datetime.datetime.now(datetime.UTC), git_sha())})",
+        f"boot the baked image and run {SUITE_DIR} over SSH; publish only if every test passes",
+        f"publish into family {spec.family} (current head: {head.name if head else 'none'})",
+        f"retention keep {spec.env.retention.keep}: would delete {', '.join(r.name for r in doomed) or 'nothing'}",
+    ]
+
+
+def head_or_none(store: ImageStore, family: str) -> ImageRecord | None:
+    from bakery.errors import RegistryError
+
+    try:
+        return store.get_from_family(family)
+    except RegistryError:
+        return None
+
+
+def target_for(spec: BuildSpec) -> Target:
+    """The target implementation for the environment's ``target``."""
+    from bakery.errors import ConfigError
+
+    if spec.env.target == "local":
+        from bakery.local.target import LocalTarget
+
+        return LocalTarget(spec)
+    raise ConfigError(
+        f"environment {spec.env_name!r}: the gce target's bake/publish stage is not built yet; "
+        "use `invoke render`/`invoke validate` for it, or bake with --env local"
+    )
+
+
+def describe(record: ImageRecord) -> str:
+    """One line per image for listings."""
+    replacement = f" -> {record.replacement}" if record.replacement else ""
+    source = record.labels.get("artifact-source", "?")
+    return f"{record.name:<50} {record.state.value:<10} {record.creation_timestamp}  source={source}{replacement}"
