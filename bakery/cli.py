@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import invoke
 from invoke.config import Config
+from invoke.context import Context
+from invoke.exceptions import Exit
 
-from bakery import config
+from bakery import config, proc
 from bakery.errors import BakeryError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +36,11 @@ def install_config_error_reporting() -> None:
         try:
             original_env(self)
         except (ValueError, UncastableEnvVar, AmbiguousEnvVar) as exc:
-            raise invoke.Exit(
+            raise Exit(
                 f"environment: an INVOKE_* variable has the wrong type ({exc}): fix or unset it", 2
             ) from None
 
-    def load_yaml(self: Config, path: str) -> Any:
+    def load_yaml(self: Config, path: Any) -> Any:
         from invoke.vendor import yaml  # Invoke parses with its vendored PyYAML
 
         try:
@@ -48,7 +49,7 @@ def install_config_error_reporting() -> None:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise invoke.Exit(f"{where}: YAML syntax error: {problem}: fix the file", 2) from None
+            raise Exit(f"{where}: YAML syntax error: {problem}: fix the file", 2) from None
 
     original_merge = Config.merge
 
@@ -58,18 +59,18 @@ def install_config_error_reporting() -> None:
         try:
             original_merge(self)
         except AmbiguousMergeError as exc:
-            raise invoke.Exit(
+            raise Exit(
                 f"config: {exc}: a file sets a section to a plain value (e.g. null); give the keys instead", 2
             ) from None
 
     load_yaml._bakery_wrapped = True  # type: ignore[attr-defined]
     Config._load_yaml = load_yaml  # type: ignore[method-assign]
-    Config._load_yml = load_yaml  # type: ignore[attr-defined]
+    Config._load_yml = load_yaml
     Config.load_shell_env = load_shell_env  # type: ignore[method-assign]
     Config.merge = merge  # type: ignore[method-assign]
 
 
-def settings(ctx: invoke.Context) -> config.Settings:
+def settings(ctx: Context) -> config.Settings:
     """Load and validate the typed settings once per task (raises Exit on bad config)."""
     with errors_to_exit():
         return config.load(ctx.config, PROJECT_ROOT)
@@ -79,11 +80,12 @@ def settings(ctx: invoke.Context) -> config.Settings:
 def errors_to_exit() -> Iterator[None]:
     """Translate the project's exception tree into ``raise Exit(message, code)``, once, at the top."""
     try:
-        yield
+        with proc.sigterm_raises():
+            yield
     except BakeryError as exc:
-        raise invoke.Exit(f"error: {exc.message}", exc.exit_code) from None
+        raise Exit(f"error: {exc.message}", exc.exit_code) from None
     except KeyboardInterrupt:
-        raise invoke.Exit("interrupted", 130) from None
+        raise Exit("interrupted", 130) from None
 
 
 def say(message: str) -> None:
@@ -100,7 +102,7 @@ def project_settings(runtime_file: Path | None = None) -> config.Settings:
     """Settings as ``invoke`` would load them from this checkout (for scripts, benchmarks and tests)."""
     from bakery.defaults import DEFAULTS
 
-    cfg = Config(project_location=str(PROJECT_ROOT), runtime_path=str(runtime_file) if runtime_file else None)
+    cfg = Config(project_location=PROJECT_ROOT, runtime_path=runtime_file)
     cfg.load_collection(DEFAULTS)
     cfg.load_project()
     cfg.load_runtime()

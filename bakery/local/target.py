@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bakery import render
 from bakery.config import BuildSpec, LocalSettings
+from bakery.images import ImageStore
 from bakery.local.accel import choose_accelerator
 from bakery.local.baseimage import BaseImage, content_key, ensure_base_image, load_base_image
 from bakery.local.registry import LocalRegistry
@@ -26,7 +27,8 @@ class LocalTarget:
         self.spec = spec
         self.settings: LocalSettings = local
         self.cache_dir = spec.project_root / local.cache_dir
-        self.store = LocalRegistry(spec.project_root / local.registry_dir)
+        self.registry_dir = spec.project_root / local.registry_dir
+        self.store: ImageStore = LocalRegistry(self.registry_dir)
         self.base: BaseImage | None = None
         self.accelerator = "tcg"
 
@@ -80,5 +82,5 @@ class LocalTarget:
         return [
             f"base image: {base}",
             f"accelerator: {self.settings.accelerator} (auto = boot probe, cached)",
-            f"registry: {self.store.root}",
+            f"registry: {self.registry_dir}",
         ]

@@ -1,0 +1,351 @@
+"""The local target's Debian 12 base image, built offline from Debian packages and cached by content.
+
+Recipe: ``mmdebstrap --variant=minbase`` with the packages below and a customize hook (build user with
+the machine's SSH key and passwordless sudo, DHCP via systemd-networkd, SSH host keys created at first
+boot, empty machine-id) -> ``mkfs.ext4 -d`` into an MBR-partitioned raw disk -> one direct-kernel boot
+(no loop devices) whose PID 1 installs GRUB and powers off -> ``qemu-img convert -c`` -> a verification
+boot under QEMU that must answer ``sudo -n true`` over SSH.
+
+Cache layout: ``<cache_dir>/base-<key12>/{disk.qcow2,id_ed25519,id_ed25519.pub,meta.json}``. The build
+happens in ``<cache_dir>/.base-build-*`` and is renamed into place; any failure or interrupt removes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bakery import proc
+from bakery.errors import VMError
+from bakery.local.files import file_lock, remove_tree, write_json_atomic
+from bakery.local.vm import QEMU, boot_vm, qemu_accel_args
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+BUILD_USER = "packer"
+ROOT_LABEL = "bakery-root"
+DISK_MIB = 4096
+RECIPE_VERSION = 1
+
+# Boot, network and SSH, then what image provisioning needs anyway (so bakes need no apt in the slow VM).
+PACKAGES = (
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "systemd-resolved",
+    "iproute2",
+    "linux-image-cloud-amd64",
+    "initramfs-tools",
+    "e2fsprogs",
+    "grub-pc",
+    "openssh-server",
+    "sudo",
+    "procps",
+    "ca-certificates",
+    "gnupg",
+    "rsyslog",
+    "logrotate",
+    "acl",
+)
+
+TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "sfdisk": "fdisk",
+    "mkfs.ext4": "e2fsprogs",
+    "qemu-img": "qemu-utils",
+    QEMU: "qemu-system-x86",
+    "ssh-keygen": "openssh-client",
+    "ssh": "openssh-client",
+}
+
+# Runs on the host as an mmdebstrap customize hook: $1 = chroot, $2 = public key file, $3 = build user.
+CUSTOMIZE_SCRIPT = r"""set -o errexit -o nounset
+root=$1 pubkey=$2 user=$3
+printf 'bakery\n' >"$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tbakery\n::1\tlocalhost ip6-localhost\n' >"$root/etc/hosts"
+printf 'LABEL=bakery-root\t/\text4\terrors=remount-ro\t0\t1\n' >"$root/etc/fstab"
+ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
+printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$root/etc/systemd/network/80-bakery-dhcp.network"
+cat >"$root/etc/systemd/system/ssh-host-keys.service" <<'UNIT'
+[Unit]
+Description=Create missing SSH host keys (images ship none)
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=ssh.service
+UNIT
+chroot "$root" systemctl enable ssh-host-keys.service systemd-networkd.service systemd-resolved.service
+chroot "$root" useradd --create-home --shell /bin/bash --user-group --comment "bakery build user" "$user"
+install -d -m 0700 "$root/home/$user/.ssh"
+install -m 0600 "$pubkey" "$root/home/$user/.ssh/authorized_keys"
+chroot "$root" chown -R "$user:$user" "/home/$user/.ssh"
+printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$user" >"$root/etc/sudoers.d/90-bakery-build-user"
+chmod 0440 "$root/etc/sudoers.d/90-bakery-build-user"
+cat >"$root/etc/default/grub.d/50-bakery.cfg" <<'GRUB'
+GRUB_TIMEOUT=1
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+GRUB
+cat >"$root/usr/local/sbin/bakery-install-grub" <<'INIT'
+#!/bin/sh
+# PID 1 of the one boot that makes the disk boot by itself; deletes itself, then powers off.
+set -o errexit -o nounset
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mountpoint -q /proc || mount -t proc proc /proc
+mountpoint -q /sys || mount -t sysfs sysfs /sys
+mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
+mount -o remount,rw /
+grub-install --target=i386-pc /dev/vda
+update-grub
+echo 'grub-pc grub-pc/install_devices multiselect /dev/vda' | debconf-set-selections
+rm -f /usr/local/sbin/bakery-install-grub
+sync
+echo u >/proc/sysrq-trigger
+sleep 1
+echo BAKERY-GRUB-INSTALLED
+echo o >/proc/sysrq-trigger
+sleep 60
+INIT
+chmod 0755 "$root/usr/local/sbin/bakery-install-grub"
+rm -f "$root"/etc/ssh/ssh_host_*
+: >"$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+"""
+GRUB_MARKER = "BAKERY-GRUB-INSTALLED"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A built base image: boot ``disk`` (in snapshot mode) and log in as ``user`` with ``ssh_key``."""
+
+    directory: Path
+    disk: Path
+    ssh_key: Path
+    user: str
+    suite: str
+    kernel: str
+    key: str
+
+
+def content_key(*, suite: str = SUITE, packages: tuple[str, ...] = PACKAGES) -> str:
+    """sha256 over everything that shapes the image (the SSH key is generated with, and kept by, it)."""
+    recipe = {
+        "recipe": RECIPE_VERSION,
+        "suite": suite,
+        "packages": sorted(packages),
+        "customize": CUSTOMIZE_SCRIPT,
+        "user": BUILD_USER,
+        "disk_mib": DISK_MIB,
+        "label": ROOT_LABEL,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def ensure_base_image(
+    cache_dir: Path, *, timeout: float, log: Callable[[str], None], mirror: str = MIRROR
+) -> BaseImage:
+    """Return the cached base image for the current recipe, building it first if needed (root only)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = content_key()
+    final = cache_dir / f"base-{key[:12]}"
+    cached = load_base_image(final, key)
+    if cached:
+        log(f"base image: cached {cached.disk}")
+        return cached
+    proc.require_tools(TOOLS)
+    if os.geteuid() != 0:
+        raise VMError(
+            "building the local base image needs root (mmdebstrap and mkfs.ext4 -d keep file ownership "
+            f"only as root); run once as root to fill {cache_dir}"
+        )
+    deadline = proc.Deadline(timeout)
+    with file_lock(cache_dir / ".base.lock", timeout=deadline.left(), what=f"base image cache {cache_dir}"):
+        cached = load_base_image(final, key)  # built by another process while we waited
+        if cached:
+            return cached
+        for stale in [*cache_dir.glob(".base-build-*"), final]:  # a killed build's leftovers
+            remove_tree(stale)
+        tmp = Path(tempfile.mkdtemp(prefix=".base-build-", dir=cache_dir))
+        try:
+            _build(tmp, key, deadline, log, mirror)
+            tmp.rename(final)
+        except BaseException:
+            with proc.signals_deferred():
+                remove_tree(tmp)
+            raise
+    image = load_base_image(final, key)
+    if image is None:  # pragma: no cover - we just wrote it
+        raise VMError(f"base image in {final} is incomplete")
+    return image
+
+
+def load_base_image(directory: Path, key: str) -> BaseImage | None:
+    """The base image in ``directory`` if it is complete and was built from recipe ``key``."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    disk, ssh_key = directory / "disk.qcow2", directory / "id_ed25519"
+    if meta.get("key") != key or not disk.is_file() or not ssh_key.is_file():
+        return None
+    return BaseImage(directory, disk, ssh_key, meta["user"], meta["suite"], meta["kernel"], key)
+
+
+def mmdebstrap_argv(rootfs: Path, customize: Path, pubkey: Path, *, mirror: str) -> list[str]:
+    hook = f'sh {shlex.quote(str(customize))} "$1" {shlex.quote(str(pubkey))} {shlex.quote(BUILD_USER)}'
+    return [
+        "mmdebstrap",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        f"--customize-hook={hook}",
+        SUITE,
+        str(rootfs),
+        mirror,
+    ]
+
+
+def grub_install_argv(disk: Path, kernel: Path, initrd: Path, serial_log: Path) -> list[str]:
+    """Direct kernel boot whose PID 1 is the GRUB install script; panic=-1 + -no-reboot end QEMU."""
+    append = f"root=LABEL={ROOT_LABEL} rw console=ttyS0,115200n8 panic=-1 init=/usr/local/sbin/bakery-install-grub"
+    return [
+        QEMU,
+        *qemu_accel_args("tcg"),
+        "-smp",
+        "2",
+        "-m",
+        "1024",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-serial",
+        f"file:{serial_log}",
+        "-drive",
+        f"file={disk},format=raw,if=virtio",
+        "-kernel",
+        str(kernel),
+        "-initrd",
+        str(initrd),
+        "-append",
+        append,
+    ]
+
+
+def _build(tmp: Path, key: str, deadline: proc.Deadline, log: Callable[[str], None], mirror: str) -> None:
+    started = time.monotonic()
+    ssh_key = tmp / "id_ed25519"
+    proc.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bakery-build", "-f", str(ssh_key)],
+        timeout=30,
+        what="ssh-keygen",
+    )
+    customize = tmp / "customize.sh"
+    customize.write_text(CUSTOMIZE_SCRIPT)
+    rootfs = tmp / "rootfs"
+    log(f"base image: mmdebstrap {SUITE} with {len(PACKAGES)} packages from {mirror}")
+    proc.run(
+        mmdebstrap_argv(rootfs, customize, ssh_key.with_suffix(".pub"), mirror=mirror),
+        timeout=deadline.left(),
+        what="mmdebstrap (base image)",
+        env={"TMPDIR": str(tmp)},
+        output_file=tmp / "mmdebstrap.log",
+    )
+    kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise VMError(f"expected one kernel in the base image, found {[k.name for k in kernels]}")
+    kernel_release = kernels[0].name.removeprefix("vmlinuz-")
+    kernel, initrd = tmp / "vmlinuz", tmp / "initrd.img"
+    shutil.copyfile(kernels[0], kernel)
+    shutil.copyfile(rootfs / "boot" / f"initrd.img-{kernel_release}", initrd)
+
+    log(f"base image: {DISK_MIB} MiB disk (MBR, ext4 label {ROOT_LABEL})")
+    raw = tmp / "disk.raw"
+    with raw.open("wb") as fh:
+        fh.truncate(DISK_MIB * 1024 * 1024)
+    proc.run(["sfdisk", "--quiet", str(raw)], input_text="start=2048, type=83, bootable\n", timeout=60)
+    proc.run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-L",
+            ROOT_LABEL,
+            "-E",
+            "offset=1048576",
+            "-d",
+            str(rootfs),
+            str(raw),
+            f"{DISK_MIB - 1}M",
+        ],
+        timeout=deadline.left(),
+        what="mkfs.ext4 (base image)",
+    )
+    remove_tree(rootfs)
+
+    log("base image: installing GRUB from inside the VM (direct kernel boot, TCG)")
+    serial = tmp / "grub-install.serial.log"
+    proc.run(grub_install_argv(raw, kernel, initrd, serial), timeout=deadline.left(), what="GRUB install boot")
+    if GRUB_MARKER not in serial.read_text(errors="replace"):
+        raise VMError(f"installing GRUB in the base image failed; serial log {serial}:\n{proc.file_tail(serial)}")
+    for done in (kernel, initrd, customize, serial, tmp / "mmdebstrap.log"):
+        done.unlink()
+
+    disk = tmp / "disk.qcow2"
+    proc.run(
+        ["qemu-img", "convert", "-c", "-O", "qcow2", str(raw), str(disk)],
+        timeout=deadline.left(),
+        what="qemu-img convert (base image)",
+    )
+    raw.unlink()
+
+    log("base image: verification boot (TCG)")
+    boot_started = time.monotonic()
+    with boot_vm(
+        disk,
+        accelerator="tcg",
+        ssh_key=ssh_key,
+        user=BUILD_USER,
+        workdir=tmp / "verify",
+        boot_timeout=min(deadline.left(), 300.0),
+        alias="bakery-base",
+    ) as vm:
+        vm.run(["sudo", "-n", "true"], timeout=min(deadline.left(), 60.0))
+    boot_seconds = time.monotonic() - boot_started
+    remove_tree(tmp / "verify")
+
+    meta = {
+        "key": key,
+        "recipe": RECIPE_VERSION,
+        "suite": SUITE,
+        "mirror": mirror,
+        "packages": list(PACKAGES),
+        "user": BUILD_USER,
+        "kernel": kernel_release,
+        "disk": disk.name,
+        "disk_bytes": disk.stat().st_size,
+        "virtual_size_mib": DISK_MIB,
+        "public_key": ssh_key.with_suffix(".pub").read_text().strip(),
+        "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(time.monotonic() - started, 1),
+        "verify_boot_seconds": round(boot_seconds, 1),
+    }
+    write_json_atomic(tmp / "meta.json", meta)
+    log(f"base image: built in {meta['build_seconds']} s, {disk.stat().st_size / 1e6:.0f} MB")

@@ -1,0 +1,66 @@
+artifact_source         = "upstream"
+builder_labels          = {
+  bakery-role = "builder"
+  environment = "gprd"
+  owner       = "infrasec"
+}
+candidate_family        = "gl-osquery-ubuntu-2204-candidate"
+disk_size_gb            = 20
+disk_type               = "pd-balanced"
+image_description       = "osquery 5.23.1-1.linux + Fluentd to Pub/Sub, ubuntu-2204, baked by osquery-bakery 0.1.0 (upstream)"
+image_labels            = {
+  artifact-source = "upstream"
+  bakery-env      = "gprd"
+  bakery-variant  = "ubuntu-2204"
+  bakery-version  = "0_1_0"
+  environment     = "gprd"
+  fluent-version  = "6_0_0-1"
+  osquery-version = "5_23_1-1_linux"
+  owner           = "infrasec"
+}
+image_storage_locations = ["us"]
+integrity_monitoring    = true
+machine_type            = "e2-standard-2"
+network                 = "gprd"
+omit_external_ip        = true
+project_id              = "gitlab-production"
+provision_env           = [
+  "BAKERY_ARTIFACTS=/tmp/bakery/artifacts",
+  "BAKERY_ARTIFACT_SOURCE=upstream",
+  "BAKERY_BUILD_USER=packer",
+  "BAKERY_CODENAME=jammy",
+  "BAKERY_FILES=/tmp/bakery/files",
+  "BAKERY_OS=ubuntu",
+  "FLUENT_KEY_FINGERPRINT=BEE682289B2217F45AF4CC3F901F9177AB97ACBE",
+  "FLUENT_PACKAGE=fluent-package",
+  "FLUENT_PACKAGE_VERSION=6.0.0-1",
+  "FLUENT_PLUGIN=fluent-plugin-gcloud-pubsub-custom",
+  "FLUENT_PLUGIN_VERSION=1.6.0",
+  "FLUENT_REPO_URL=https://fluentd.cdn.cncf.io/lts/6",
+  "OSQUERY_KEY_FINGERPRINT=1484120AC4E9F8A1A577AEEE97A80C63C9D8B80B",
+  "OSQUERY_KEY_URL=https://pkg.osquery.io/deb/pubkey.gpg",
+  "OSQUERY_PACKAGE_VERSION=5.23.1-1.linux",
+  "OSQUERY_REPO_COMPONENT=main",
+  "OSQUERY_REPO_SUITE=deb",
+  "OSQUERY_REPO_URL=https://pkg.osquery.io/deb",
+]
+provision_scripts       = [
+  "provision/10-prereqs.sh",
+  "provision/20-repos.sh",
+  "provision/30-packages.sh",
+  "provision/40-fluent-plugin.sh",
+  "provision/60-files.sh",
+  "provision/70-services.sh",
+  "provision/90-seal.sh",
+]
+scopes                  = ["https://www.googleapis.com/auth/cloud-platform"]
+secure_boot             = true
+service_account_email   = "image-builder@gitlab-production.iam.gserviceaccount.com"
+source_image_family     = "ubuntu-2204-lts"
+source_image_project    = "ubuntu-os-cloud"
+ssh_timeout             = "10m"
+ssh_username            = "packer"
+subnetwork              = "gprd-image-builder"
+use_iap                 = true
+vtpm                    = true
+zone                    = "us-east1-c"

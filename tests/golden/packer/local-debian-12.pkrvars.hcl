@@ -1,0 +1,35 @@
+artifact_source   = "stand-in"
+cpus              = 2
+disk_size         = "4G"
+memory_mb         = 2048
+provision_env     = [
+  "BAKERY_ARTIFACTS=/tmp/bakery/artifacts",
+  "BAKERY_ARTIFACT_SOURCE=stand-in",
+  "BAKERY_BUILD_USER=packer",
+  "BAKERY_CODENAME=bookworm",
+  "BAKERY_FILES=/tmp/bakery/files",
+  "BAKERY_OS=debian",
+  "FLUENT_KEY_FINGERPRINT=BEE682289B2217F45AF4CC3F901F9177AB97ACBE",
+  "FLUENT_PACKAGE=fluent-package",
+  "FLUENT_PACKAGE_VERSION=0.0.0~standin",
+  "FLUENT_PLUGIN=fluent-plugin-gcloud-pubsub-custom",
+  "FLUENT_PLUGIN_VERSION=1.6.0",
+  "FLUENT_REPO_URL=https://fluentd.cdn.cncf.io/lts/6",
+  "OSQUERY_KEY_FINGERPRINT=1484120AC4E9F8A1A577AEEE97A80C63C9D8B80B",
+  "OSQUERY_KEY_URL=https://pkg.osquery.io/deb/pubkey.gpg",
+  "OSQUERY_PACKAGE_VERSION=0.0.0~standin",
+  "OSQUERY_REPO_COMPONENT=main",
+  "OSQUERY_REPO_SUITE=deb",
+  "OSQUERY_REPO_URL=https://pkg.osquery.io/deb",
+]
+provision_scripts = [
+  "provision/10-prereqs.sh",
+  "provision/20-repos.sh",
+  "provision/30-packages.sh",
+  "provision/40-fluent-plugin.sh",
+  "provision/60-files.sh",
+  "provision/70-services.sh",
+  "provision/90-seal.sh",
+]
+ssh_timeout       = "10m"
+ssh_username      = "packer"

@@ -1,0 +1,60 @@
+"""Fixtures for the local target's real-VM tests: the cached base image and a tiny testinfra suite."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bakery.local.baseimage import TOOLS, BaseImage, content_key, ensure_base_image, load_base_image
+
+CACHE_DIR = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
+
+SMOKE_SUITE = """
+import os
+
+
+def test_sshd_runs(host):
+    assert host.service("ssh").is_running
+
+
+def test_build_user_has_passwordless_sudo(host):
+    with host.sudo():
+        assert host.check_output("id -u") == "0"
+
+
+def test_host_keys_were_made_at_first_boot(host):
+    with host.sudo():
+        log = host.check_output("journalctl -b -u ssh-host-keys.service --no-pager")
+    assert "generating new host keys" in log
+
+
+def test_deliberately_failing(host):
+    assert host.file("/etc/no-such-file").exists
+
+
+def test_slow_only_when_asked(host):
+    if os.environ.get("SMOKE_SLOW"):
+        host.run("sleep 120")
+"""
+
+
+@pytest.fixture(scope="session")
+def base_image() -> BaseImage:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"local VM tests need {', '.join(missing)}")
+    key = content_key()
+    if load_base_image(CACHE_DIR / f"base-{key[:12]}", key) is None and os.geteuid() != 0:
+        pytest.skip(f"building the base image needs root (cache: {CACHE_DIR})")
+    return ensure_base_image(CACHE_DIR, timeout=1800, log=lambda _m: None)
+
+
+@pytest.fixture
+def smoke_suite(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_smoke.py").write_text(SMOKE_SUITE)
+    return suite
