@@ -36,9 +36,7 @@ def install_config_error_reporting() -> None:
         try:
             original_env(self)
         except (ValueError, UncastableEnvVar, AmbiguousEnvVar) as exc:
-            raise Exit(
-                f"environment: an INVOKE_* variable has the wrong type ({exc}): fix or unset it", 2
-            ) from None
+            raise Exit(f"environment: an INVOKE_* variable has the wrong type ({exc}): fix or unset it", 2) from None
 
     def load_yaml(self: Config, path: Any) -> Any:
         from invoke.vendor import yaml  # Invoke parses with its vendored PyYAML

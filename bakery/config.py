@@ -111,6 +111,7 @@ class FluentdConfig(_Model):
     version: AptVersion = "6.0.0-1"
     lts: int = 6
     repo_url: str = "https://fluentd.cdn.cncf.io/lts/6"
+    key_url: str = "https://fluentd.cdn.cncf.io/GPG-KEY-fluent-package"
     fingerprint: Fingerprint = "BEE682289B2217F45AF4CC3F901F9177AB97ACBE"
     plugin: str = "fluent-plugin-gcloud-pubsub-custom"
     plugin_version: Version = "1.6.0"
@@ -223,6 +224,7 @@ class BakeryConfig(_Model):
 
     build_dir: str = "build"
     env: str = "local"
+    image_suite: str = "tests/image"
     osquery: OsqueryConfig = OsqueryConfig()
     fluentd: FluentdConfig = FluentdConfig()
     variants: dict[Slug, Variant]
@@ -296,6 +298,10 @@ class BuildSpec:
     @property
     def build_dir(self) -> Path:
         return self.project_root / self.config.build_dir / self.env_name / self.variant_name
+
+    @property
+    def image_suite(self) -> Path:
+        return self.project_root / self.config.image_suite
 
     @property
     def artifact_source(self) -> ArtifactSource:

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "bakery": {
         "build_dir": "build",
         "env": "local",
+        "image_suite": "tests/image",
         "osquery": _dump(OsqueryConfig()),
         "fluentd": _dump(FluentdConfig()),
         "timeouts": _dump(Timeouts()),

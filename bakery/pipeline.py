@@ -21,13 +21,13 @@ from bakery import __version__, lint, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
 from bakery.errors import ImageTestError, LintError
+from bakery.imagefiles import package_versions
 from bakery.images import ImageRecord, ImageStore, retention_plan
 from bakery.local.vm import TestOutcome
 from bakery.packer import Packer, PackerEvent, detect_version
 from bakery.validate import validate_rendered
 
 Say = Callable[[str], None]
-SUITE_DIR = render.PROJECT_ROOT / "tests" / "image"
 MANIFEST_FILE = "bakery-manifest.json"
 
 
@@ -49,7 +49,11 @@ class Target(Protocol):
         ...
 
     def discard(self, candidate: str) -> None:
-        """Remove a candidate that will not be published."""
+        """Remove what is left of a candidate (after publishing, a failure or an interrupt)."""
+        ...
+
+    def keep(self, candidate: str, run_dir: Path) -> str:
+        """Keep a candidate that failed its tests for inspection; return where it is."""
         ...
 
     def plan(self, rendered_dir: Path) -> list[str]:
@@ -156,8 +160,10 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
         report.manifest = write_manifest(report, rendered, run_dir)
         if not outcome.ok:
             failed = ", ".join(outcome.failures) or "no test passed"
+            kept = target.keep(candidate, run_dir)
             raise ImageTestError(
-                f"image tests failed, nothing published (family head unchanged): {failed}; JUnit: {outcome.junit}"
+                f"image tests failed, nothing published (family head unchanged): {failed}; JUnit: {outcome.junit}; "
+                f"the failed image is kept for inspection at {kept}"
             )
         with phase(report, "publish", say):
             labels = {
@@ -204,7 +210,7 @@ def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path)
         "bakery_version": __version__,
         "git_sha": git_sha(),
         "packer_version": ".".join(str(p) for p in detect_version()),
-        "packages": dict(zip(("osquery", "fluent-package"), render.package_versions(report.spec), strict=True)),
+        "packages": dict(zip(("osquery", "fluent-package"), package_versions(report.spec), strict=True)),
         "tests": None
         if outcome is None
         else {
@@ -234,7 +240,7 @@ def plan(spec: BuildSpec, target: Target) -> list[str]:
         *target.plan(spec.build_dir),
         f"packer build -machine-readable -force -var-file={render.VARS_FILE} {render.TEMPLATE_FILE} "
         f"(image name {image_name(spec.family, datetime.datetime.now(datetime.UTC), git_sha())})",
-        f"boot the baked image and run {SUITE_DIR} over SSH; publish only if every test passes",
+        f"boot the baked image and run {spec.image_suite} over SSH; publish only if every test passes",
         f"publish into family {spec.family} (current head: {head.name if head else 'none'})",
         f"retention keep {spec.env.retention.keep}: would delete {', '.join(r.name for r in doomed) or 'nothing'}",
     ]

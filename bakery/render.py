@@ -16,10 +16,11 @@ from typing import Any
 
 import jinja2
 
-from bakery import __version__, artifacts, imagefiles, standin
+from bakery import __version__, artifacts, imagefiles
 from bakery.config import BuildSpec
 from bakery.encode import label_value, to_hcl, to_json, to_sh
 from bakery.errors import ConfigError, RenderError
+from bakery.imagefiles import package_versions
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -70,33 +71,21 @@ def jinja_env(root: Path = TEMPLATES) -> jinja2.Environment:
     return env
 
 
-def package_versions(spec: BuildSpec) -> tuple[str, str]:
-    """The exact apt versions of osquery and fluent-package this image installs."""
-    if spec.artifact_source == "stand-in":
-        return standin.STANDIN_VERSION, standin.STANDIN_VERSION
-    return spec.config.osquery.package_version, spec.config.fluentd.version
-
-
 def provision_env(spec: BuildSpec) -> dict[str, str]:
-    """Environment of the provisioning scripts inside the builder VM."""
+    """Environment of the provisioning scripts inside the builder VM (apt sources are rendered files)."""
     osq, fluent = spec.config.osquery, spec.config.fluentd
     osquery_version, fluent_version = package_versions(spec)
     return {
         "BAKERY_FILES": "/tmp/bakery/files",
         "BAKERY_ARTIFACTS": "/tmp/bakery/artifacts",
         "BAKERY_ARTIFACT_SOURCE": spec.artifact_source,
-        "BAKERY_OS": spec.variant.os,
-        "BAKERY_CODENAME": spec.variant.codename,
         "BAKERY_BUILD_USER": spec.variant.ssh_username,
         "OSQUERY_PACKAGE_VERSION": osquery_version,
-        "OSQUERY_REPO_URL": osq.repo.url,
-        "OSQUERY_REPO_SUITE": osq.repo.suite,
-        "OSQUERY_REPO_COMPONENT": osq.repo.component,
         "OSQUERY_KEY_URL": osq.repo.key_url,
         "OSQUERY_KEY_FINGERPRINT": osq.repo.fingerprint,
         "FLUENT_PACKAGE": fluent.package,
         "FLUENT_PACKAGE_VERSION": fluent_version,
-        "FLUENT_REPO_URL": fluent.repo_url,
+        "FLUENT_KEY_URL": fluent.key_url,
         "FLUENT_KEY_FINGERPRINT": fluent.fingerprint,
         "FLUENT_PLUGIN": fluent.plugin,
         "FLUENT_PLUGIN_VERSION": fluent.plugin_version,

@@ -14,7 +14,6 @@ from bakery.local.registry import LocalRegistry
 from bakery.local.vm import TestOutcome, boot_vm, run_image_tests
 from bakery.pipeline import Say
 
-SUITE_DIR = render.PROJECT_ROOT / "tests" / "image"
 BASE_BUILD_TIMEOUT = 1800.0
 
 
@@ -53,11 +52,15 @@ class LocalTarget:
     def test(self, rendered: render.Rendered, candidate: str, run_dir: Path, say: Say) -> TestOutcome:
         assert self.base is not None, "prepare() first"
         timeouts = self.spec.config.timeouts
+        pubkey = self.base.ssh_key.with_name(self.base.ssh_key.name + ".pub")
         with boot_vm(
             Path(candidate),
             accelerator=self.accelerator,
             ssh_key=self.base.ssh_key,
-            user=self.base.user,
+            # The seal removed the build user's key: log in as root with a key given to this boot only,
+            # as a systemd credential (Debian's tmpfiles provision.conf writes it to root's authorized_keys).
+            user="root",
+            credentials={"ssh.authorized_keys.root": pubkey.read_bytes()},
             workdir=run_dir / "vm",
             boot_timeout=timeouts.boot,
             memory_mb=self.settings.memory_mb,
@@ -66,14 +69,22 @@ class LocalTarget:
         ) as vm:
             return run_image_tests(
                 vm,
-                SUITE_DIR,
+                self.spec.image_suite,
                 run_dir / "junit.xml",
                 timeout=timeouts.image_tests,
-                extra_args=[f"--expectations={rendered.directory / render.EXPECTATIONS_FILE}"],
+                extra_args=[
+                    f"--expectations={rendered.directory / render.EXPECTATIONS_FILE}",
+                    f"--injected-pubkey={pubkey}",
+                ],
             )
 
     def discard(self, candidate: str) -> None:
         shutil.rmtree(Path(candidate).parent, ignore_errors=True)
+
+    def keep(self, candidate: str, run_dir: Path) -> str:
+        kept = run_dir / Path(candidate).name
+        shutil.move(candidate, kept)
+        return str(kept)
 
     def plan(self, rendered_dir: Path) -> list[str]:
         key = content_key()

@@ -6,12 +6,13 @@ block ends: on success, error, timeout, Ctrl-C and SIGTERM (inside ``proc.sigter
 
 from __future__ import annotations
 
+import base64
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +47,18 @@ def qemu_argv(
     serial_log: Path,
     pidfile: Path,
     ssh_port: int | None,
+    credentials: Mapping[str, bytes] | None = None,
 ) -> list[str]:
     """The QEMU command line: snapshot mode (the image is never written), no display, serial to a file,
-    user networking with SSH forwarded from 127.0.0.1 only (or no network if ``ssh_port`` is None)."""
+    user networking with SSH forwarded from 127.0.0.1 only (or no network if ``ssh_port`` is None).
+
+    ``credentials`` are systemd system credentials passed as SMBIOS type 11 strings (systemd >= 252
+    imports them at boot; e.g. ``ssh.authorized_keys.root`` lets the test harness log in to a sealed
+    image without anything baked into it)."""
+    smbios: list[str] = []
+    for name, value in sorted((credentials or {}).items()):
+        encoded = base64.b64encode(value).decode()
+        smbios += ["-smbios", f"type=11,value=io.systemd.credential.binary:{name}={encoded}"]
     if ssh_port is None:
         net = ["-nic", "none"]
     else:
@@ -75,6 +85,7 @@ def qemu_argv(
         "-drive",
         f"file={image},format=qcow2,if=virtio",
         *net,
+        *smbios,
         "-pidfile",
         str(pidfile),
     ]
@@ -124,6 +135,7 @@ def boot_vm(
     cpus: int = 2,
     alias: str = "bakery-vm",
     log: Callable[[str], None] | None = None,
+    credentials: Mapping[str, bytes] | None = None,
 ) -> Iterator[RunningVM]:
     """Boot ``image`` and yield once ``ssh <alias> true`` succeeds; always stop the VM afterwards.
 
@@ -151,6 +163,7 @@ def boot_vm(
             qemu_log=qemu_log,
             pidfile=pidfile,
             workdir=workdir,
+            credentials=credentials,
         )
         config.write_text(
             ssh.render_config(alias=alias, port=port, user=user, identity=ssh_key, control_path=control_path)
@@ -190,6 +203,7 @@ def _start_qemu(
     qemu_log: Path,
     pidfile: Path,
     workdir: Path,
+    credentials: Mapping[str, bytes] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start QEMU on a free port; if another process grabbed the port first, retry with a new one."""
     for _attempt in range(_PORT_ATTEMPTS):
@@ -204,6 +218,7 @@ def _start_qemu(
             serial_log=serial_log,
             pidfile=pidfile,
             ssh_port=port,
+            credentials=credentials,
         )
         # TMPDIR: QEMU's -snapshot overlay goes to the workdir, not /var/tmp.
         qemu = proc.spawn(argv, output=qemu_log, env={"TMPDIR": str(workdir)}, die_with_parent=True)

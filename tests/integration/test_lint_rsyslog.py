@@ -30,9 +30,7 @@ def test_pipe_that_does_not_exist_yet_is_not_an_error(tmp_path: Path) -> None:
 
 def test_broken_snippet_fails_with_rsyslogs_message() -> None:
     findings = lint_rsyslog(FIXTURES / "broken.conf")
-    assert [(Path(f.file).name, f.severity, f.code) for f in findings] == [
-        ("broken.conf", "error", "rsyslog-invalid")
-    ]
+    assert [(Path(f.file).name, f.severity, f.code) for f in findings] == [("broken.conf", "error", "rsyslog-invalid")]
     assert "Could not find template 0 'OsqueryCsvFormt'" in findings[0].message
 
 

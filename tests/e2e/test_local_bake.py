@@ -1,0 +1,165 @@
+"""The main job end to end: `invoke bake` on the local target with real Packer, QEMU and testinfra.
+
+One VM at a time. The base image is cached in $BAKERY_CACHE_DIR (default /var/tmp/bakery-test-cache)
+and shared with the local-target integration tests; everything else lives under the test's tmp dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
+FAMILY = "osquery-debian-12"
+
+pytestmark = pytest.mark.e2e
+
+
+def runtime(tmp: Path, suite: Path | None = None) -> Path:
+    path = tmp / "pipeline.yaml"
+    lines = [
+        "bakery:",
+        f"  build_dir: {tmp / 'build'}",
+        *([f"  image_suite: {suite}"] if suite else []),
+        "  environments:",
+        "    local:",
+        "      local:",
+        f"        cache_dir: {CACHE}",
+        f"        registry_dir: {tmp / 'registry'}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def invoke(cfg: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "-f", str(cfg), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def head(registry: Path) -> str | None:
+    records = [json.loads(p.read_text()) for p in (registry / "images").glob("*/image.json")]
+    active = [r for r in records if r["family"] == FAMILY and r["state"] == "ACTIVE"]
+    return max(active, key=lambda r: r["creation_timestamp"])["name"] if active else None
+
+
+def qemu_pids() -> set[str]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64"], capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = runtime(tmp)
+    return tmp, invoke(cfg, "bake")
+
+
+def test_bake_publishes_a_tested_image(baked) -> None:
+    tmp, proc = baked
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    out = proc.stdout
+    assert "artifact source is 'stand-in'" in out
+    for name in ("render", "validate", "prepare", "bake", "test", "publish", "retention"):
+        assert f"<== {name} (" in out
+    assert "packer: ==> qemu.osquery: Provisioning with shell script: provision/90-seal.sh" in out
+    registry = tmp / "registry"
+    name = head(registry)
+    assert name is not None and name.startswith(FAMILY + "-")
+    record = json.loads((registry / "images" / name / "image.json").read_text())
+    assert record["labels"]["artifact-source"] == "stand-in"
+    manifest = json.loads(Path(record["manifest"]).read_text())
+    assert manifest["stand_in"] is True
+    assert manifest["tests"]["failed"] == 0 and manifest["tests"]["passed"] > 50
+    assert Path(manifest["tests"]["junit"]).is_file()
+    assert (registry / "images" / name / "disk.qcow2").stat().st_size < 600 * 1024 * 1024
+    assert not (tmp / "build" / "local" / "debian-12" / "output").exists()
+
+
+def test_images_lists_the_head_and_rollback_refuses_to_empty_the_family(baked) -> None:
+    tmp, _ = baked
+    cfg = runtime(tmp)
+    listing = invoke(cfg, "images", timeout=60)
+    assert listing.returncode == 0
+    name = head(tmp / "registry")
+    assert f"* {name}" in listing.stdout
+    refused = invoke(cfg, "rollback", timeout=60)
+    assert refused.returncode != 0
+    assert "only ACTIVE image" in refused.stderr
+    assert head(tmp / "registry") == name
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(baked) -> None:
+    tmp, _ = baked
+    cfg = runtime(tmp)
+    before = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
+    proc = invoke(cfg, "bake", "--dry-run", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "plan (dry run, nothing changes)" in proc.stdout
+    assert f"publish into family {FAMILY} (current head: {head(tmp / 'registry')})" in proc.stdout
+    assert sorted(p.relative_to(tmp) for p in tmp.rglob("*")) == before
+
+
+def test_failing_image_test_publishes_nothing(baked, tmp_path: Path) -> None:
+    tmp, _ = baked
+    suite = tmp_path / "suite"
+    shutil.copytree(ROOT / "tests" / "image", suite)
+    (suite / "test_deliberately_broken.py").write_text(
+        "def test_site_policy_file(host):\n    assert host.file('/etc/site-policy.conf').exists\n"
+    )
+    before = head(tmp / "registry")
+    proc = invoke(runtime(tmp, suite), "bake")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
+    assert "image tests failed, nothing published (family head unchanged)" in proc.stderr
+    assert "test_deliberately_broken" in proc.stderr
+    assert head(tmp / "registry") == before
+    junit = next((tmp / "build" / "local" / "debian-12" / "runs").glob("*/junit.xml"))
+    assert "test_site_policy_file" in junit.read_text()
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "when"),
+    [(signal.SIGINT, 130, "Provisioning with shell script"), (signal.SIGTERM, 143, "VM answered SSH")],
+)
+def test_interrupt_leaves_nothing_behind(baked, signum: int, code: int, when: str) -> None:
+    tmp, _ = baked
+    before_qemu = qemu_pids()
+    before = head(tmp / "registry")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "-f", str(runtime(tmp)), "bake"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 600
+    seen = ""
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen += line
+        if when in line or not line:
+            break
+    assert when in seen, seen[-2000:]
+    start = time.monotonic()
+    proc.send_signal(signum)
+    proc.stdout.read()
+    assert proc.wait(timeout=180) == code
+    assert time.monotonic() - start < 60
+    assert qemu_pids() <= before_qemu
+    assert head(tmp / "registry") == before
+    assert not (tmp / "build" / "local" / "debian-12" / "output").exists()
+    assert not list((tmp / "registry").glob("tmp/*"))
