@@ -127,5 +127,21 @@ def rollback(c: Context, env: str | None = None, variant: str | None = None, dry
             cli.say(f"after:  {spec.family} -> {store.get_from_family(spec.family).name}")
 
 
-ns = Collection(render, validate_, lint_, bake, images, rollback)
+@task(
+    help={
+        "image": "name of the image to promote (see invoke images)",
+        "env": ENV_HELP,
+        "variant": "variant whose family receives the image (default: the environment's first)",
+        "dry_run": "print the plan and change nothing",
+    }
+)
+def promote(c: Context, image: str, env: str | None = None, variant: str | None = None, dry_run: bool = False) -> None:
+    """Copy a tested image into its family as the new head (e.g. to roll forward to a known-good image)."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        spec = settings.specs(env, variant)[0]
+        pipeline.promote(spec, pipeline.target_for(spec), image, cli.say, dry_run=dry_run)
+
+
+ns = Collection(render, validate_, lint_, bake, images, promote, rollback)
 ns.configure(DEFAULTS)

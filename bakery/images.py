@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from bakery import config
 from bakery.errors import ConfigError, RegistryError
 
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
-MAX_LABELS = 64
+NAME_RE = re.compile(config.GCE_NAME_RE)
+LABEL_KEY_RE = re.compile(config.LABEL_KEY_RE)
+LABEL_VALUE_RE = re.compile(config.LABEL_VALUE_RE)
+MAX_LABELS = config.MAX_LABELS
 
 
 class DeprecationState(StrEnum):

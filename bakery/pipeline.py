@@ -20,7 +20,7 @@ from typing import Protocol
 from bakery import __version__, lint, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
-from bakery.errors import ImageTestError, LintError
+from bakery.errors import ConfigError, ImageTestError, LintError, RegistryError
 from bakery.imagefiles import package_versions
 from bakery.images import ImageRecord, ImageStore, retention_plan
 from bakery.local.vm import TestOutcome
@@ -247,8 +247,7 @@ def plan(spec: BuildSpec, target: Target) -> list[str]:
 
 
 def head_or_none(store: ImageStore, family: str) -> ImageRecord | None:
-    from bakery.errors import RegistryError
-
+    """The family's head, or None when it has no ACTIVE image."""
     try:
         return store.get_from_family(family)
     except RegistryError:
@@ -257,8 +256,6 @@ def head_or_none(store: ImageStore, family: str) -> ImageRecord | None:
 
 def target_for(spec: BuildSpec) -> Target:
     """The target implementation for the environment's ``target``."""
-    from bakery.errors import ConfigError
-
     if spec.env.target == "local":
         from bakery.local.target import LocalTarget
 
@@ -274,3 +271,22 @@ def describe(record: ImageRecord) -> str:
     replacement = f" -> {record.replacement}" if record.replacement else ""
     source = record.labels.get("artifact-source", "?")
     return f"{record.name:<50} {record.state.value:<10} {record.creation_timestamp}  source={source}{replacement}"
+
+
+def promote(spec: BuildSpec, target: Target, name: str, say: Say, *, dry_run: bool = False) -> ImageRecord | None:
+    """Copy tested image ``name`` into the environment's family as its new head (``--dry-run``: plan only)."""
+    store = target.store
+    source = store.get(name)
+    if spec.env.target != "local" and source.labels.get("artifact-source") == "stand-in":
+        raise RegistryError(f"refusing to promote {name}: it was baked from stand-in packages, not osquery")
+    new_name = image_name(spec.family, datetime.datetime.now(datetime.UTC), source.labels.get("git-sha", "nogit"))
+    before = head_or_none(store, spec.family)
+    say(
+        f"{'plan (dry run): ' if dry_run else ''}copy {name} as {new_name} into {spec.family} "
+        f"(head before: {before.name if before else 'none'})"
+    )
+    if dry_run:
+        return None
+    record = store.promote(name, spec.family, new_name=new_name)
+    say(f"after: {spec.family} -> {store.get_from_family(spec.family).name}")
+    return record

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bakery import render
 from bakery.config import BuildSpec, LocalSettings
+from bakery.errors import VMError
 from bakery.images import ImageStore
 from bakery.local.accel import choose_accelerator
 from bakery.local.baseimage import BaseImage, content_key, ensure_base_image, load_base_image
@@ -15,6 +16,19 @@ from bakery.local.vm import TestOutcome, boot_vm, run_image_tests
 from bakery.pipeline import Say
 
 BASE_BUILD_TIMEOUT = 1800.0
+MIN_FREE_BYTES = 4 * 1024**3  # base build ~1 GiB, bake output + registry copy ~0.4 GiB each, QEMU overlays
+
+
+def check_free_space(paths: list[Path], needed: int) -> None:
+    """Refuse to start with less than ``needed`` bytes free where the local target writes."""
+    for path in paths:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        free = shutil.disk_usage(existing).free
+        if free < needed:
+            raise VMError(
+                f"only {free / 1024**3:.1f} GiB free on the filesystem of {path}; the local bake needs "
+                f"{needed / 1024**3:.0f} GiB: free space or point build_dir/cache_dir/registry_dir elsewhere"
+            )
 
 
 class LocalTarget:
@@ -32,6 +46,7 @@ class LocalTarget:
         self.accelerator = "tcg"
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
+        check_free_space([rendered.directory, self.cache_dir, self.registry_dir], MIN_FREE_BYTES)
         self.base = ensure_base_image(self.cache_dir, timeout=BASE_BUILD_TIMEOUT, log=say)
         self.accelerator = choose_accelerator(self.settings.accelerator, self.base, log=say)
         return {

@@ -1,0 +1,79 @@
+"""Pure parts of the pipeline: image names, the dry-run plan, free-space refusal."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+
+import pytest
+
+from bakery import cli, pipeline
+from bakery.errors import VMError
+from bakery.local.registry import LocalRegistry
+from bakery.local.target import check_free_space
+
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+NOW = datetime.datetime(2026, 11, 27, 15, 4, 5, tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("family", "sha", "expected"),
+    [
+        ("osquery-debian-12", "44d1c4d", "osquery-debian-12-20261127-150405-44d1c4d"),
+        ("osquery-debian-12", "nogit", "osquery-debian-12-20261127-150405-nogit"),
+        ("a" * 63, "44D1C4D9", "a" * 39 + "-20261127-150405-44d1c4d"),
+        ("fam-" + "b" * 37 + "-x", "0123456", "fam-" + "b" * 35 + "-20261127-150405-0123456"),
+    ],
+)
+def test_image_name_follows_gce_rules(family: str, sha: str, expected: str) -> None:
+    name = pipeline.image_name(family, NOW, sha)
+    assert name == expected
+    assert NAME_RE.match(name) and len(name) <= 63
+
+
+def test_free_space_refusal_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(VMError, match=r"GiB free on the filesystem of .*: free space or point build_dir"):
+        check_free_space([tmp_path / "not-yet" / "created"], 10**18)
+    check_free_space([tmp_path], 1)
+
+
+def test_dry_run_plan_changes_nothing(tmp_path: Path) -> None:
+    settings = cli.project_settings()
+    spec = settings.specs("local")[0]
+    spec = type(spec)(spec.config, spec.env_name, spec.variant_name, tmp_path)
+    target = pipeline.target_for(spec)
+    lines = pipeline.plan(spec, target)
+    assert lines[0] == "environment local, variant debian-12, artifact source stand-in"
+    assert "publish into family osquery-debian-12 (current head: none)" in lines
+    assert list(tmp_path.iterdir()) == [] or all(p.name == "build" for p in tmp_path.iterdir())
+    assert not any(tmp_path.rglob("*.qcow2"))
+
+
+def test_gce_bake_is_refused_until_built() -> None:
+    from bakery.errors import ConfigError
+
+    spec = cli.project_settings().specs("gstg")[0]
+    with pytest.raises(ConfigError, match="gce target's bake/publish stage is not built yet"):
+        pipeline.target_for(spec)
+
+
+def test_promote_copies_into_the_family(tmp_path: Path) -> None:
+    registry = LocalRegistry(tmp_path / "registry")
+    disk = tmp_path / "disk.qcow2"
+    disk.write_bytes(b"qcow")
+    registry.insert("old-image", "osquery-debian-12", disk, labels={"git-sha": "abc1234"})
+    registry.insert("new-image", "osquery-debian-12", disk, labels={"git-sha": "def5678"})
+    settings = cli.project_settings()
+    spec = settings.specs("local")[0]
+    spec = type(spec)(spec.config, spec.env_name, spec.variant_name, tmp_path)
+    target = pipeline.target_for(spec)
+    target.store = registry
+    said: list[str] = []
+    assert pipeline.promote(spec, target, "old-image", said.append, dry_run=True) is None
+    assert registry.get_from_family("osquery-debian-12").name == "new-image"
+    record = pipeline.promote(spec, target, "old-image", said.append)
+    assert record is not None and record.labels["promoted-from"] == "old-image"
+    assert registry.get_from_family("osquery-debian-12").name == record.name
+    assert record.name.endswith("-abc1234")
+    assert said[0].startswith("plan (dry run): copy old-image as osquery-debian-12-")
