@@ -61,7 +61,7 @@ def main() -> None:
             findings = lint_osquery([pack], flags=SHIPPED_PACK_FLAGS)
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    print(f"linted {QUERIES} queries, {RUNS} runs: median {median:.3f} s, {len(findings)} findings")  # noqa: T201
+    print(f"linted {QUERIES} queries, {RUNS} runs: median {median:.3f} s, {len(findings)} findings")
 
 
 if __name__ == "__main__":

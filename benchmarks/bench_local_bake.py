@@ -42,9 +42,8 @@ def main() -> None:
 
     start = time.monotonic()
     base = ensure_base_image(cache, timeout=1800, log=lambda _m: None)
-    print(
-        f"base image: {base.disk} ({base.disk.stat().st_size / 1e6:.1f} MB), ensure took {time.monotonic() - start:.1f} s"
-    )
+    size = base.disk.stat().st_size / 1e6
+    print(f"base image: {base.disk} ({size:.1f} MB), ensure took {time.monotonic() - start:.1f} s")
 
     cfg = scratch / "bench.yaml"
     cfg.write_text(
