@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import packer as python_packer
 import sh
 
-import packer as python_packer
 from bakery.errors import Interrupted, PackerError, ToolMissingError
 
 TAIL_LINES = 25

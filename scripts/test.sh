@@ -8,8 +8,14 @@ scripts/bootstrap.sh
 VENV=${BAKERY_VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH" CHECKPOINT_DISABLE=1
 
-echo "== ruff"; ruff check . && ruff format --check .
-echo "== mypy"; mypy
-echo "== shellcheck"; shellcheck provision/*.sh scripts/*.sh .ci/run
-echo "== invoke validate"; invoke validate
-echo "== pytest"; python -m pytest --run-slow --run-e2e "$@"
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy
+echo "== shellcheck"
+shellcheck provision/*.sh scripts/*.sh .ci/run
+echo "== invoke validate"
+invoke validate
+echo "== pytest"
+python -m pytest --run-slow --run-e2e "$@"
