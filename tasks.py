@@ -8,7 +8,6 @@ from invoke import Collection, Context, Exit, task
 
 from bakery import cli, lint, pipeline, validate
 from bakery.defaults import DEFAULTS
-from bakery.images import rollback_plan
 from bakery.packer import detect_version
 from bakery.render import render as render_spec
 
@@ -27,8 +26,7 @@ def render(c: Context, env: str | None = None, variant: str | None = None) -> No
         version = detect_version()
         for spec in specs:
             rendered = render_spec(spec, version)
-            where = rendered.directory.relative_to(settings.project_root)
-            cli.say(f"rendered {where}  fingerprint {rendered.fingerprint[:16]}")
+            cli.say(f"rendered {rendered.directory}  fingerprint {rendered.fingerprint[:16]}")
 
 
 @task(
@@ -88,14 +86,7 @@ def bake(c: Context, env: str | None = None, variant: str | None = None, dry_run
             if dry_run:
                 cli.say("\n".join(["plan (dry run, nothing changes):", *pipeline.plan(spec, target)]))
                 continue
-            report = pipeline.bake(spec, target, cli.say)
-            outcome = report.outcome
-            assert outcome is not None and report.head is not None
-            cli.say(
-                f"published {report.image_name} into {spec.family} (head: {report.head.name}); "
-                f"tests {outcome.passed} passed, {outcome.skipped} skipped; JUnit {outcome.junit}; "
-                f"manifest {report.manifest}; retention deleted {', '.join(report.deleted) or 'nothing'}"
-            )
+            cli.say(pipeline.summary(pipeline.bake(spec, target, cli.say)))
 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP})
@@ -104,11 +95,7 @@ def images(c: Context, env: str | None = None, variant: str | None = None) -> No
     settings = cli.settings(c)
     with cli.errors_to_exit():
         for spec in settings.specs(env, variant):
-            store = pipeline.target_for(spec).store
-            head = pipeline.head_or_none(store, spec.family)
-            cli.say(f"family {spec.family} (head: {head.name if head else 'none'})")
-            for record in store.list(spec.family):
-                cli.say(("* " if head and record.name == head.name else "  ") + pipeline.describe(record))
+            cli.say("\n".join(pipeline.listing(spec, pipeline.target_for(spec))))
 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the plan and change nothing"})
@@ -117,14 +104,7 @@ def rollback(c: Context, env: str | None = None, variant: str | None = None, dry
     settings = cli.settings(c)
     with cli.errors_to_exit():
         for spec in settings.specs(env, variant):
-            store = pipeline.target_for(spec).store
-            old, new = rollback_plan(store.list(spec.family), spec.family)
-            if dry_run:
-                cli.say(f"plan (dry run): deprecate {old.name} (replacement {new.name}); head becomes {new.name}")
-                continue
-            cli.say(f"before: {spec.family} -> {old.name}")
-            store.rollback(spec.family)
-            cli.say(f"after:  {spec.family} -> {store.get_from_family(spec.family).name}")
+            pipeline.rollback(spec, pipeline.target_for(spec), cli.say, dry_run=dry_run)
 
 
 @task(

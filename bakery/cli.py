@@ -84,6 +84,8 @@ def errors_to_exit() -> Iterator[None]:
         raise Exit(f"error: {exc.message}", exc.exit_code) from None
     except KeyboardInterrupt:
         raise Exit("interrupted", 130) from None
+    except OSError as exc:  # a file system or process error the project did not anticipate: still one line
+        raise Exit(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1) from None
 
 
 def say(message: str) -> None:

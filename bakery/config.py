@@ -41,16 +41,41 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
 FlagValue = str | int | bool
 
 
+# Labels the project sets on images and builder VMs itself; environment labels may not use these keys.
+RESERVED_LABELS = frozenset(
+    {
+        "bakery-env",
+        "bakery-variant",
+        "bakery-version",
+        "artifact-source",
+        "osquery-version",
+        "fluent-version",
+        "input-fingerprint",
+        "git-sha",
+        "promoted-from",
+        "bakery-role",
+        "bakery-run-id",
+        "bakery-expires",
+    }
+)
+
+
 def _check_labels(labels: dict[str, str]) -> dict[str, str]:
-    if len(labels) > MAX_LABELS:
-        raise ValueError(f"has {len(labels)} labels; GCE allows at most {MAX_LABELS}: remove some")
+    room = MAX_LABELS - len(RESERVED_LABELS)
+    if len(labels) > room:
+        raise ValueError(
+            f"has {len(labels)} labels; GCE allows at most {MAX_LABELS} and the project sets up to "
+            f"{len(RESERVED_LABELS)} itself, so at most {room}: remove some"
+        )
     for key, value in labels.items():
-        if not re.match(LABEL_KEY_RE, key):
+        if key in RESERVED_LABELS:
+            raise ValueError(f"label key {key!r} is set by the project itself: choose another key")
+        if not re.fullmatch(LABEL_KEY_RE, key):
             raise ValueError(
                 f"label key {key!r} breaks GCE's rule {LABEL_KEY_RE}: use lowercase letters, digits, _ or -, "
                 "start with a letter, at most 63 characters"
             )
-        if not re.match(LABEL_VALUE_RE, value):
+        if not re.fullmatch(LABEL_VALUE_RE, value):
             raise ValueError(
                 f"label {key}={value!r} breaks GCE's rule {LABEL_VALUE_RE}: use lowercase letters, digits, "
                 "_ or -, at most 63 characters"
@@ -166,7 +191,7 @@ class LocalSettings(_Model):
     accelerator: Literal["auto", "kvm", "tcg"] = "auto"
     memory_mb: int = Field(default=2048, ge=512)
     cpus: int = Field(default=2, ge=1)
-    disk_size: str = "4G"
+    disk_size: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[MG]$")] = "4G"
     cache_dir: str = "build/cache"
     registry_dir: str = "build/registry"
 
@@ -192,6 +217,11 @@ class Environment(_Model):
                 raise ValueError("target 'gce' needs a 'gce' section (project, zone, ...): add it")
             if self.pubsub is None:
                 raise ValueError("target 'gce' needs 'pubsub' with project and topic: add the SIEM's topic")
+        if self.target == "gce" and self.artifacts.source == "stand-in":
+            raise ValueError(
+                "target 'gce' cannot use artifact source 'stand-in' (stand-ins are never published to GCE): "
+                "use upstream or mirror"
+            )
         if self.target == "local" and self.local is None:
             raise ValueError("target 'local' needs a 'local' section: add 'local: {}'")
         if not self.variants:
@@ -251,7 +281,7 @@ def _references(config: BakeryConfig) -> tuple[tuple[str, ...], str] | None:
                 )
             for key in ("family", "candidate_family"):
                 name = _family_name(getattr(env, key), variant)
-                if not re.match(GCE_NAME_RE, name):
+                if not re.fullmatch(GCE_NAME_RE, name):
                     return (
                         ("environments", env_name, key),
                         f"gives {name!r} for {variant}, which breaks GCE's name rule {GCE_NAME_RE}: use "
@@ -298,6 +328,16 @@ class BuildSpec:
     @property
     def build_dir(self) -> Path:
         return self.project_root / self.config.build_dir / self.env_name / self.variant_name
+
+    @property
+    def runs_dir(self) -> Path:
+        """Test runs (JUnit, manifests, failed images): kept apart from the rendered tree, which re-renders."""
+        return self.project_root / self.config.build_dir / "runs" / self.env_name / self.variant_name
+
+    @property
+    def output_dir(self) -> Path:
+        """Where Packer leaves a candidate until it is published or discarded."""
+        return self.project_root / self.config.build_dir / "output" / self.env_name / self.variant_name
 
     @property
     def image_suite(self) -> Path:
@@ -377,6 +417,7 @@ _PATTERN_HINTS = {
     "version": "use MAJOR.MINOR.PATCH, e.g. 5.23.1",
     "package_version": "use the exact apt version, e.g. 5.23.1-1.linux",
     "source_image_family": "use a GCE image family name (lowercase letters, digits, -)",
+    "disk_size": "use a size like 4G or 8192M",
 }
 
 

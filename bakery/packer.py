@@ -172,20 +172,20 @@ class Packer:
                 on_event(event)
 
         sink = _LineSink(out)
-        client = self._client(out_iter=sink, err_iter=sink, _bg=True, _timeout=timeout, _tty_out=False)
+        client = self._client(out_iter=sink, err_iter=sink, _bg=True, _tty_out=False)
         argv = self._argv("build", "-machine-readable", *(["-force"] if force else []))
         running = client.build(parallel=False, machine_readable=True, force=force)
-        with _forward_signals(running.process.pid) as received:
+        with _stop_on_signal_or_timeout(running.process.pid, timeout) as stop:
             try:
                 running.wait()
             except sh.ErrorReturnCode as exc:
-                if received:
-                    raise Interrupted(received[0]) from None
+                if stop.signals:
+                    raise Interrupted(stop.signals[0]) from None
+                if stop.timed_out:
+                    raise PackerError(argv, None, "\n".join(tail), f"packer build (after {timeout:.0f}s)") from None
                 raise PackerError(argv, exc.exit_code, "\n".join(tail), "packer build") from None
-            except sh.TimeoutException:
-                raise PackerError(argv, None, "\n".join(tail), f"packer build (after {timeout:.0f}s)") from None
-            if received:
-                raise Interrupted(received[0])
+            if stop.signals:
+                raise Interrupted(stop.signals[0])
         return BuildResult(artifact_ids(events), events)
 
 
@@ -230,27 +230,47 @@ def detect_version(exec_path: str | None = None) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-@contextlib.contextmanager
-def _forward_signals(pid: int) -> Iterator[list[int]]:
-    """While active, SIGINT/SIGTERM are recorded and forwarded to Packer's process group as SIGINT.
+@dataclass
+class _Stop:
+    signals: list[int] = field(default_factory=list)
+    timed_out: bool = False
+    halting: bool = False
 
-    Packer runs in its own session (so a terminal Ctrl-C reaches us first) and tears its VM down on
-    SIGINT; if it has not exited ``INTERRUPT_GRACE`` seconds later, its whole group is killed.
+
+@contextlib.contextmanager
+def _stop_on_signal_or_timeout(pid: int, timeout: float) -> Iterator[_Stop]:
+    """While active, SIGINT/SIGTERM and the timeout stop Packer's whole process group.
+
+    Packer runs in its own session (sh starts every command with setsid), so a terminal Ctrl-C reaches us
+    first; we forward SIGINT, on which Packer tears its VM down. If the group is still there
+    ``INTERRUPT_GRACE`` seconds later it is killed (QEMU included: it is in Packer's group).
     """
-    received: list[int] = []
+    stop = _Stop()
     killer = threading.Timer(INTERRUPT_GRACE, _killpg, args=(pid, signal.SIGKILL))
     killer.daemon = True
 
-    def handler(signum: int, _frame: Any) -> None:
-        if not received:
+    def halt() -> None:
+        if not stop.halting:
+            stop.halting = True
             killer.start()
-        received.append(signum)
         _killpg(pid, signal.SIGINT)
 
+    def on_timeout() -> None:
+        stop.timed_out = True
+        halt()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.signals.append(signum)
+        halt()
+
+    deadline = threading.Timer(timeout, on_timeout)
+    deadline.daemon = True
+    deadline.start()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield received
+        yield stop
     finally:
+        deadline.cancel()
         killer.cancel()
         for signum, old in previous.items():
             signal.signal(signum, old)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bakery import __version__, lint, render
+from bakery import __version__, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
-from bakery.errors import ConfigError, ImageTestError, LintError, RegistryError
+from bakery.errors import ConfigError, ImageTestError, RegistryError
 from bakery.imagefiles import package_versions
-from bakery.images import ImageRecord, ImageStore, retention_plan
+from bakery.images import ImageRecord, ImageStore, retention_plan, rollback_plan
 from bakery.local.vm import TestOutcome
 from bakery.packer import Packer, PackerEvent, detect_version
 from bakery.validate import validate_rendered
@@ -109,15 +109,6 @@ def phase(report: BakeReport, name: str, say: Say) -> Iterator[None]:
         say(f"<== {name} ({report.phases[name]:.1f} s)")
 
 
-def check_rendered(rendered: render.Rendered, timeout: float, scratch: Path) -> None:
-    """``packer validate``/``fmt -check`` and the lint; lint errors abort the bake."""
-    validate_rendered(rendered, timeout, scratch)
-    osquery = rendered.spec.config.osquery
-    findings = lint.lint_tree(rendered.directory / "files", osquery_version=osquery.version, flags=dict(osquery.flags))
-    if lint.exit_code(findings, strict=False):
-        raise LintError("lint found errors, nothing was baked:\n" + lint.format_text(findings))
-
-
 def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | None = None) -> BakeReport:
     """Bake, test and (only if every test passed) publish one image; then apply retention."""
     report = BakeReport(spec)
@@ -132,24 +123,19 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
         rendered = render.render(spec, detect_version())
         report.fingerprint = rendered.fingerprint
         say(f"rendered {rendered.directory} (fingerprint {rendered.fingerprint[:16]})")
-    with phase(report, "validate", say):
-        scratch = rendered.directory / ".validate"
-        scratch.mkdir(exist_ok=True)
-        try:
-            check_rendered(rendered, config.timeouts.packer_validate, scratch)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+    with phase(report, "validate", say), tempfile.TemporaryDirectory(prefix="bakery-validate-") as scratch:
+        validate_rendered(rendered, config.timeouts.packer_validate, Path(scratch))
     with phase(report, "prepare", say):
         variables = target.prepare(rendered, say)
     report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), git_sha())
     variables |= {"image_name": report.image_name, "input_fingerprint": rendered.fingerprint}
     candidate = target.output(rendered, report.image_name)
-    with phase(report, "bake", say):
-        Packer(rendered.template, rendered.var_file, variables).build(
-            config.timeouts.packer_build, on_event=_progress(say)
-        )
-    run_dir = rendered.directory / "runs" / report.image_name
+    run_dir = spec.runs_dir / report.image_name
     try:
+        with phase(report, "bake", say):
+            Packer(rendered.template, rendered.var_file, variables).build(
+                config.timeouts.packer_build, on_event=_progress(say)
+            )
         with phase(report, "test", say):
             report.outcome = target.test(rendered, candidate, run_dir, say)
         outcome = report.outcome
@@ -168,7 +154,7 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
         with phase(report, "publish", say):
             labels = {
                 **render.image_labels(spec),
-                "input-fingerprint": rendered.fingerprint[:63],
+                "input-fingerprint": render.fingerprint_label(rendered.fingerprint),
                 "git-sha": label_value(git_sha()),
             }
             report.published = target.store.insert(
@@ -290,3 +276,33 @@ def promote(spec: BuildSpec, target: Target, name: str, say: Say, *, dry_run: bo
     record = store.promote(name, spec.family, new_name=new_name)
     say(f"after: {spec.family} -> {store.get_from_family(spec.family).name}")
     return record
+
+
+def summary(report: BakeReport) -> str:
+    """The final line of a successful bake."""
+    outcome, head = report.outcome, report.head
+    tests = f"tests {outcome.passed} passed, {outcome.skipped} skipped; JUnit {outcome.junit}" if outcome else ""
+    return (
+        f"published {report.image_name} into {report.spec.family} (head: {head.name if head else 'none'}); "
+        f"{tests}; manifest {report.manifest}; retention deleted {', '.join(report.deleted) or 'nothing'}"
+    )
+
+
+def listing(spec: BuildSpec, target: Target) -> list[str]:
+    """A family's images, newest first, with states; ``*`` marks the head."""
+    head = head_or_none(target.store, spec.family)
+    lines = [f"family {spec.family} (head: {head.name if head else 'none'})"]
+    for record in target.store.list(spec.family):
+        lines.append(("* " if head and record.name == head.name else "  ") + describe(record))
+    return lines
+
+
+def rollback(spec: BuildSpec, target: Target, say: Say, *, dry_run: bool = False) -> None:
+    """Deprecate the family's head (refused when it would empty the family); print before and after."""
+    old, new = rollback_plan(target.store.list(spec.family), spec.family)
+    if dry_run:
+        say(f"plan (dry run): deprecate {old.name} (replacement {new.name}); head becomes {new.name}")
+        return
+    say(f"before: {spec.family} -> {old.name}")
+    target.store.rollback(spec.family)
+    say(f"after:  {spec.family} -> {target.store.get_from_family(spec.family).name}")

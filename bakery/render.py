@@ -21,6 +21,7 @@ from bakery.config import BuildSpec
 from bakery.encode import label_value, to_hcl, to_json, to_sh
 from bakery.errors import ConfigError, RenderError
 from bakery.imagefiles import package_versions
+from bakery.local.baseimage import content_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -247,6 +248,11 @@ def _render_image_files(spec: BuildSpec, dest: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def fingerprint_label(value: str) -> str:
+    """The input fingerprint as a label value (GCE allows 63 characters; the template uses the same cut)."""
+    return value[:63]
+
+
 def _tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -259,7 +265,10 @@ def fingerprint(spec: BuildSpec, files: Mapping[str, str]) -> str:
     """sha256 over everything that determines the image (files, scripts, source image, artifact versions)."""
     digest = hashlib.sha256()
     osquery_version, fluent_version = package_versions(spec)
-    source_image = f"{spec.variant.source_image_project}/{spec.variant.source_image_family}"
+    if spec.env.target == "local":  # the local base image is ours: its recipe is an input
+        source_image = f"local-base/{content_key()}"
+    else:
+        source_image = f"{spec.variant.source_image_project}/{spec.variant.source_image_family}"
     for line in (
         f"source-image {source_image}",
         f"artifact-source {spec.artifact_source}",

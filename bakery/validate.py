@@ -1,4 +1,4 @@
-"""Render and check every environment × variant: ``packer validate`` and ``packer fmt -check``."""
+"""Render and check every environment × variant: ``packer validate``, ``packer fmt -check`` and the lint."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery import render
+from bakery import imagefiles, lint, render
 from bakery.config import BuildSpec, Settings
-from bakery.errors import ToolMissingError
+from bakery.errors import LintError, ToolMissingError
 from bakery.packer import Packer, detect_version
 
 
@@ -40,14 +40,26 @@ def _throwaway_key(directory: Path) -> Path:
     return key
 
 
+def lint_rendered(rendered: render.Rendered) -> None:
+    """Lint what would be baked (osquery config and packs with the flags actually baked, Fluentd, rsyslog)."""
+    spec = rendered.spec
+    findings = lint.lint_tree(
+        rendered.directory / "files", osquery_version=spec.config.osquery.version, flags=imagefiles.flags(spec)
+    )
+    if lint.exit_code(findings, strict=False):
+        where = f"{spec.env_name}/{spec.variant_name}"
+        raise LintError(f"lint found errors in {where}, nothing was baked:\n{lint.format_text(findings)}")
+
+
 def validate_rendered(rendered: render.Rendered, timeout: float, key_dir: Path) -> None:
-    """``packer validate`` with placeholder runtime values, then ``packer fmt -check``."""
+    """``packer validate`` with placeholder runtime values, ``packer fmt -check``, then the lint."""
     variables = render.runtime_vars(rendered.spec)
     if rendered.spec.env.target == "local":
         variables["ssh_private_key_file"] = str(_throwaway_key(key_dir))
     client = Packer(rendered.template, rendered.var_file, variables)
     client.validate(timeout)
     client.fmt_check(timeout)
+    lint_rendered(rendered)
 
 
 def validate_all(

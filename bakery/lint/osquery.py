@@ -8,8 +8,9 @@ osquery's default (:data:`DEFAULT_FLAGS`). The flag requirements of evented tabl
 (:data:`EVENT_FLAGS`) are the Linux publishers'; on other platforms only ``disable_events`` is checked.
 
 Cost rules: a table of :data:`EXPENSIVE_TABLES` scheduled more often than every
-:data:`EXPENSIVE_MIN_INTERVAL` seconds is a warning (evented tables are not in it: their cost is the
-publisher's, which the flag checks cover, and frequent selects keep their buffers small);
+:data:`EXPENSIVE_MIN_INTERVAL` seconds is a warning; an evented table selected more often than every
+:data:`EVENTED_MIN_INTERVAL` seconds is a warning (their main cost is the publisher's, which the flag
+checks cover, but a select every few seconds only adds work: events are buffered in between);
 ``process_file_events`` is always a warning; a ``file``/``hash``/``yara_file``/``magic`` glob is broad
 when it starts with a wildcard, recurses (``%%``) from the filesystem root, or names the root directory.
 
@@ -110,6 +111,7 @@ EVENT_FLAGS: dict[str, tuple[tuple[str, bool], ...]] = {
 }
 
 EXPENSIVE_MIN_INTERVAL = 300
+EVENTED_MIN_INTERVAL = 60
 EXPENSIVE_TABLES: dict[str, str] = {
     "hash": "reads and hashes every matched file",
     "file": "stats every file the path/directory glob matches",
@@ -494,6 +496,14 @@ class _FileLint:
                 "risky-table",
                 "process_file_events (audit-based FIM) can flood the events database and fill the disk",
                 "prefer file_events with narrow file_paths; if you keep it, set a low --events_max",
+            )
+        evented = self.linter.schema.tables[table].evented
+        if evented and entry.interval is not None and entry.interval < EVENTED_MIN_INTERVAL:
+            add(
+                "warning",
+                "evented-interval",
+                f"{table} is evented: every {entry.interval} s re-reads its buffer that often for little gain",
+                f"schedule it every {EVENTED_MIN_INTERVAL} s or more (events are buffered in between)",
             )
         reason = EXPENSIVE_TABLES.get(table)
         if reason and entry.interval is not None and entry.interval < EXPENSIVE_MIN_INTERVAL:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from bakery import render
+from bakery import imagefiles, render
 from bakery.config import Settings
 from bakery.errors import ConfigError
 from bakery.lint.fluentd import lint_fluentd
@@ -17,6 +18,7 @@ OSQUERY_CONF = Path("etc/osquery/osquery.conf")
 PACKS_DIR = Path("etc/osquery/packs")
 FLUENTD_SNIPPETS = "etc/fluent/conf.d/*.conf"
 RSYSLOG_SNIPPETS = "etc/rsyslog.d/*.conf"
+_POS_FILE = re.compile(r"^\s*pos_file\s+(\S+)")
 
 
 def lint_tree(
@@ -34,10 +36,37 @@ def lint_tree(
         flags=flags,
         packs_dir=files / PACKS_DIR,
     )
-    for snippet in sorted(files.glob(FLUENTD_SNIPPETS)):
+    snippets = sorted(files.glob(FLUENTD_SNIPPETS))
+    for snippet in snippets:
         findings += lint_fluentd(snippet)
+    findings += _shared_pos_files(snippets)
     for snippet in sorted(files.glob(RSYSLOG_SNIPPETS)):
         findings += lint_rsyslog(snippet)
+    return findings
+
+
+def _shared_pos_files(snippets: list[Path]) -> list[Finding]:
+    """A pos_file used by two snippets (each snippet checks its own sources; this checks across them)."""
+    owners: dict[str, Path] = {}
+    findings = []
+    for snippet in snippets:
+        for number, line in enumerate(snippet.read_text().splitlines(), 1):
+            match = _POS_FILE.match(line)
+            if not match:
+                continue
+            first = owners.setdefault(match.group(1), snippet)
+            if first != snippet:
+                findings.append(
+                    Finding(
+                        f"{snippet}:{number}",
+                        None,
+                        None,
+                        "error",
+                        "duplicate-pos-file",
+                        f"pos_file {match.group(1)} is also used by {first.name}",
+                        "give every tail source its own pos_file",
+                    )
+                )
     return findings
 
 
@@ -48,16 +77,18 @@ def lint_settings(
     if output_format not in ("text", "json"):
         raise ConfigError(f"--format {output_format!r} is not supported: use text or json")
     osquery = settings.config.osquery
+    specs = settings.specs(env)
     if paths:
-        return lint_osquery(paths, platform=platform, osquery_version=osquery.version, flags=dict(osquery.flags))
+        flags = imagefiles.flags(specs[0])
+        return lint_osquery(paths, platform=platform, osquery_version=osquery.version, flags=flags)
     findings: list[Finding] = []
     version = detect_version()
-    for spec in settings.specs(env):
+    for spec in specs:
         rendered = render.render(spec, version)
         findings += lint_tree(
             rendered.directory / "files",
             osquery_version=osquery.version,
-            flags=dict(osquery.flags),
+            flags=imagefiles.flags(spec),
             platform=platform,
         )
     return findings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bakery import render
+from bakery import proc, render
 from bakery.config import BuildSpec, LocalSettings
 from bakery.errors import VMError
 from bakery.images import ImageStore
@@ -46,6 +46,7 @@ class LocalTarget:
         self.accelerator = "tcg"
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
+        proc.require_tools({"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "openssh-client"})
         check_free_space([rendered.directory, self.cache_dir, self.registry_dir], MIN_FREE_BYTES)
         self.base = ensure_base_image(self.cache_dir, timeout=BASE_BUILD_TIMEOUT, log=say)
         self.accelerator = choose_accelerator(self.settings.accelerator, self.base, log=say)
@@ -54,15 +55,11 @@ class LocalTarget:
             "base_image_checksum": "none",  # the base is ours, built and cached by content key
             "accelerator": self.accelerator,
             "ssh_private_key_file": str(self.base.ssh_key),
-            "output_directory": str(self._output_dir(rendered.directory, "")),
+            "output_directory": str(self.spec.output_dir),
         }
 
-    @staticmethod
-    def _output_dir(directory: Path, image_name: str) -> Path:
-        return directory / "output" / image_name if image_name else directory / "output"
-
     def output(self, rendered: render.Rendered, image_name: str) -> str:
-        return str(self._output_dir(rendered.directory, "") / f"{image_name}.qcow2")
+        return str(self.spec.output_dir / f"{image_name}.qcow2")
 
     def test(self, rendered: render.Rendered, candidate: str, run_dir: Path, say: Say) -> TestOutcome:
         assert self.base is not None, "prepare() first"

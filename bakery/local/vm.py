@@ -322,6 +322,8 @@ def pytest_argv(vm: RunningVM, suite_dir: Path, junit_xml: Path, extra_args: Seq
         f"--hosts=ssh://{vm.host}",
         f"--ssh-config={vm.ssh_config}",
         f"--junitxml={junit_xml}",
+        # Test ids relative to the suite, whatever the checkout or working directory.
+        f"--rootdir={suite_dir}",
         "-p",
         "no:cacheprovider",
         *extra_args,

@@ -86,7 +86,7 @@ def test_bake_publishes_a_tested_image(baked) -> None:
     assert manifest["tests"]["failed"] == 0 and manifest["tests"]["passed"] > 50
     assert Path(manifest["tests"]["junit"]).is_file()
     assert (registry / "images" / name / "disk.qcow2").stat().st_size < 600 * 1024 * 1024
-    assert not (tmp / "build" / "local" / "debian-12" / "output").exists()
+    assert not (tmp / "build" / "output" / "local" / "debian-12").exists()
 
 
 def test_images_lists_the_head_and_rollback_refuses_to_empty_the_family(baked) -> None:
@@ -126,7 +126,7 @@ def test_failing_image_test_publishes_nothing(baked, tmp_path: Path) -> None:
     assert "image tests failed, nothing published (family head unchanged)" in proc.stderr
     assert "test_deliberately_broken" in proc.stderr
     assert head(tmp / "registry") == before
-    junit = next((tmp / "build" / "local" / "debian-12" / "runs").glob("*/junit.xml"))
+    junit = next((tmp / "build" / "runs" / "local" / "debian-12").glob("*/junit.xml"))
     assert "test_site_policy_file" in junit.read_text()
 
 
@@ -161,5 +161,6 @@ def test_interrupt_leaves_nothing_behind(baked, signum: int, code: int, when: st
     assert time.monotonic() - start < 60
     assert qemu_pids() <= before_qemu
     assert head(tmp / "registry") == before
-    assert not (tmp / "build" / "local" / "debian-12" / "output").exists()
-    assert not list((tmp / "registry").glob("tmp/*"))
+    assert not (tmp / "build" / "output" / "local" / "debian-12").exists()
+    assert not list((tmp / "registry" / ".tmp").glob("*"))
+    assert not list(Path("/tmp").glob("bakery-*"))

@@ -133,3 +133,16 @@ def test_signal_stops_packer_and_its_children(tmp_path: Path, signum: int, code:
     leftovers = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True, check=False)
     assert leftovers.stdout.strip() == "", f"left running: {leftovers.stdout}"
     assert os.path.exists(template)
+
+
+def test_timeout_stops_packer_and_its_children(tmp_path: Path) -> None:
+    template = write(tmp_path, FILE_TEMPLATE.replace("echo provisioned, with a comma", "sleep 301"))
+    start = time.monotonic()
+    with pytest.raises(PackerError) as info:
+        Packer(template, variables={"greeting": "hi"}).build(timeout=3)
+    assert info.value.returncode is None
+    assert "packer build (after 3s) timed out" in info.value.message
+    assert time.monotonic() - start < 30
+    time.sleep(0.5)
+    leftovers = subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True, text=True, check=False)
+    assert leftovers.stdout.strip() == "", f"left running: {leftovers.stdout}"

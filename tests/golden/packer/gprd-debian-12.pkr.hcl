@@ -153,10 +153,10 @@ source "googlecompute" "osquery" {
   image_description       = var.image_description
   image_storage_locations = var.image_storage_locations
   image_labels = merge(var.image_labels, {
-    input-fingerprint = var.input_fingerprint
+    input-fingerprint = substr(var.input_fingerprint, 0, 63)
     git-sha           = var.git_sha
   })
-  # Builder VM: labelled with the run id and an expiry so `invoke reap` can find leftovers.
+  # Builder VM: labelled with the run id and an expiry so leftovers of a killed run can be found and reaped.
   labels = merge(var.builder_labels, {
     bakery-run-id  = var.run_id
     bakery-expires = var.expires

@@ -46,3 +46,17 @@ def test_every_fluentd_fixture_is_covered() -> None:
 def test_tail_missing_params_names_them() -> None:
     messages = [f.message for f in lint_fluentd(FIXTURES / "tail-missing-params.conf")]
     assert [m.split(" (")[0] for m in messages] == ["tail source has no pos_file", "tail source has no tag"]
+
+
+def test_pos_file_shared_across_snippets_is_an_error(tmp_path: Path) -> None:
+    from bakery.lint.rendered import _shared_pos_files
+
+    source = (
+        "<source>\n  @type tail\n  path /var/log/{n}.log\n  pos_file /var/log/fluent/shared.pos\n  tag {n}\n</source>\n"
+    )
+    first, second = tmp_path / "a.conf", tmp_path / "b.conf"
+    first.write_text(source.format(n="a"))
+    second.write_text(source.format(n="b"))
+    findings = _shared_pos_files([first, second])
+    assert [(f.file, f.code, f.severity) for f in findings] == [(f"{second}:4", "duplicate-pos-file", "error")]
+    assert _shared_pos_files([first]) == []

@@ -42,6 +42,10 @@ DEFECT_CASES: dict[str, list[tuple[str, str | None, str | None, str]]] = {
     "process-events-disabled": [("events-disabled", "process-events-disabled", "q", "error")],
     "file-events-disabled": [("events-disabled", "file-events-disabled", "q", "error")],
     "expensive-interval": [("expensive-interval", "expensive-interval", "q", "warning")],
+    "evented-interval": [
+        ("events-disabled", "evented-interval", "q", "error"),
+        ("evented-interval", "evented-interval", "q", "warning"),
+    ],
     "risky-table": [
         ("events-disabled", "risky-table", "q", "error"),
         ("risky-table", "risky-table", "q", "warning"),

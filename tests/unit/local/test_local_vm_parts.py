@@ -120,6 +120,7 @@ def test_pytest_argv_uses_the_vm_ssh_config() -> None:
         "--hosts=ssh://bakery-vm",
         "--ssh-config=/w/ssh_config",
         "--junitxml=/w/junit.xml",
+        "--rootdir=/s",
         "-p",
         "no:cacheprovider",
         "-x",

@@ -1,0 +1,269 @@
+"""Compute Engine images as an ``ImageStore`` (bakery/images.py): the same family rules as the local registry.
+
+Choices:
+
+* The manifest name goes into the image description, after a final line ``bakery-manifest: NAME`` (label
+  values cannot hold a path); :func:`to_record` splits it off again.
+* Every mutation goes through :meth:`GceImageStore._mutate`. With ``dry_run=`` set, it reports the exact
+  call (``images.deprecate project=P image=X body={...}``) instead of making it.
+* Races. A family's head is whatever ``images.getFromFamily`` says: the newest ACTIVE image. Promotion only
+  inserts (it never deprecates the old head), so two promotions racing for one family both succeed in
+  creating their image, the newer one is the single head, and nothing is deprecated by mistake; the loser
+  re-checks the head after its insert and raises, naming the winner. Rollback re-reads the head just
+  before deprecating it and refuses if another promotion changed it in between.
+* Retention never deletes the head, nor an image an instance template names as its boot source.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import datetime
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.cloud import compute_v1
+
+from bakery.errors import RegistryError
+from bakery.gce.client import ComputeClients
+from bakery.images import (
+    DeprecationState,
+    ImageRecord,
+    in_family,
+    newest_first,
+    retention_plan,
+    rollback_plan,
+    validate_labels,
+    validate_name,
+)
+
+MANIFEST_MARKER = "\nbakery-manifest: "
+PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """Images retention deletes, and those it keeps because instance templates use them."""
+
+    delete: list[ImageRecord]
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # image name -> template names
+
+
+class GceImageStore:
+    """The images of one project. ``dry_run``: a callable that receives each mutation instead of it running."""
+
+    def __init__(
+        self, clients: ComputeClients, *, dry_run: Callable[[str], None] | None = None, page_size: int = PAGE_SIZE
+    ) -> None:
+        self.clients = clients
+        self.project = clients.project
+        self.dry_run = dry_run
+        self.page_size = page_size
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    def get(self, name: str) -> ImageRecord:
+        validate_name(name)
+        request = compute_v1.GetImageRequest(project=self.project, image=name)
+        return to_record(self.clients.call(f"image {name!r}", self.clients.images.get, request))
+
+    def list(self, family: str | None = None) -> builtins.list[ImageRecord]:
+        request = compute_v1.ListImagesRequest(project=self.project, max_results=self.page_size)
+        if family is not None:
+            validate_name(family, "family name")
+            request.filter = f'family = "{family}"'
+        images = self.clients.list_all("the image list", self.clients.images.list, request)
+        records = [to_record(image) for image in images]
+        return in_family(records, family) if family is not None else newest_first(records)
+
+    def get_from_family(self, family: str) -> ImageRecord:
+        validate_name(family, "family name")
+        request = compute_v1.GetFromFamilyImageRequest(project=self.project, family=family)
+        image = self.clients.call(f"an ACTIVE image of family {family!r}", self.clients.images.get_from_family, request)
+        return to_record(image)
+
+    # --- mutations -----------------------------------------------------------------------------------
+
+    def insert(
+        self,
+        name: str,
+        family: str,
+        source: str,
+        *,
+        labels: Mapping[str, str],
+        description: str,
+        manifest: str = "",
+    ) -> ImageRecord:
+        """Copy source image ``source`` (a name in this project, or a selfLink) as ``name`` into ``family``."""
+        validate_name(name)
+        validate_name(family, "family name")
+        image = compute_v1.Image(
+            name=name,
+            family=family,
+            source_image=source if "/" in source else self._link(validate_name(source)),
+            labels=validate_labels(labels),
+            description=description + (MANIFEST_MARKER + manifest if manifest else ""),
+        )
+        request = compute_v1.InsertImageRequest(project=self.project, image_resource=image)
+        if self._mutate("images.insert", self.clients.images.insert_unary, request, f"image {name!r}"):
+            return self._after(f"created image {name}", lambda: self.get(name))
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        return dataclasses.replace(to_record(image), creation_timestamp=now, location=self._link(name))
+
+    def deprecate(self, name: str, state: str, *, replacement: str | None = None) -> ImageRecord:
+        """Set DEPRECATED, OBSOLETE or DELETED, with image ``replacement`` (a name) as the successor."""
+        new_state = parse_state(state)
+        if replacement == name:
+            raise RegistryError(f"image {name!r} cannot replace itself")
+        status = compute_v1.DeprecationStatus(state=new_state.value)
+        if replacement is not None:
+            status.replacement = self.get(replacement).location
+        request = compute_v1.DeprecateImageRequest(
+            project=self.project, image=validate_name(name), deprecation_status_resource=status
+        )
+        if self._mutate("images.deprecate", self.clients.images.deprecate_unary, request, f"image {name!r}"):
+            return self._after(f"set image {name} {new_state}", lambda: self.get(name))
+        return dataclasses.replace(self.get(name), state=new_state, replacement=replacement)
+
+    def delete(self, name: str) -> None:
+        request = compute_v1.DeleteImageRequest(project=self.project, image=validate_name(name))
+        self._mutate("images.delete", self.clients.images.delete_unary, request, f"image {name!r}")
+
+    def rollback(self, family: str) -> tuple[ImageRecord, ImageRecord]:
+        """Deprecate the head (replacement: the next ACTIVE image), if it is still the head right before."""
+        validate_name(family, "family name")
+        old_head, new_head = rollback_plan(self.list(family), family)
+        current = self.get_from_family(family)
+        if current.name != old_head.name:
+            raise RegistryError(
+                f"family {family!r} changed during rollback: its head is now {current.name}, not "
+                f"{old_head.name}; nothing was deprecated, check the family and retry"
+            )
+        deprecated = self.deprecate(old_head.name, DeprecationState.DEPRECATED, replacement=new_head.name)
+        return deprecated, new_head
+
+    def plan_retention(self, family: str, keep: int) -> RetentionPlan:
+        """``retention_plan`` minus the images instance templates boot from (those are reported)."""
+        validate_name(family, "family name")
+        doomed = retention_plan(self.list(family), family, keep)
+        users = self.template_users()
+        return RetentionPlan(
+            delete=[r for r in doomed if r.name not in users],
+            skipped={r.name: users[r.name] for r in doomed if r.name in users},
+        )
+
+    def retention(self, family: str, keep: int) -> builtins.list[str]:
+        doomed = self.plan_retention(family, keep).delete
+        for record in doomed:
+            self.delete(record.name)
+        return [r.name for r in doomed]
+
+    def promote(self, name: str, family: str, *, new_name: str) -> ImageRecord:
+        """Copy ACTIVE image ``name`` as ``new_name`` into ``family`` (labels + ``promoted-from``), then
+        check that it is the family's head (see the module docstring on races)."""
+        source = self.get(name)
+        if not source.active:
+            raise RegistryError(f"refusing to promote image {name!r}: it is {source.state}")
+        promoted = self.insert(
+            new_name,
+            family,
+            source.location,
+            labels={**source.labels, "promoted-from": name},
+            description=source.description,
+            manifest=source.manifest,
+        )
+        if self.dry_run is None:
+            head = self._after(f"created image {new_name}", lambda: self.get_from_family(family))
+            if head.name != new_name:
+                raise RegistryError(
+                    f"promoted {name} as {new_name}, but family {family!r} resolves to {head.name}: a concurrent "
+                    f"promotion created a newer image; nothing was deprecated, {new_name} stays ACTIVE"
+                )
+        return promoted
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def template_users(self) -> dict[str, builtins.list[str]]:
+        """Image name -> names of the global instance templates whose disks are created from it."""
+        request = compute_v1.ListInstanceTemplatesRequest(project=self.project, max_results=self.page_size)
+        templates = self.clients.list_all("the instance template list", self.clients.instance_templates.list, request)
+        pattern = re.compile(rf"(?:^|/)(?:projects/{re.escape(self.project)}/)?global/images/([a-z][-a-z0-9]*)$")
+        users: dict[str, builtins.list[str]] = {}
+        for template in templates:
+            for disk in template.properties.disks:
+                match = pattern.search(disk.initialize_params.source_image)
+                if match:
+                    users.setdefault(match.group(1), []).append(template.name)
+        return users
+
+    def _mutate(self, api: str, method: Callable[..., compute_v1.Operation], request: Any, what: str) -> bool:
+        """The one choke point of every mutation: run it (True) or, in a dry run, report it (False)."""
+        if self.dry_run is not None:
+            self.dry_run(describe_call(api, request))
+            return False
+        self.clients.mutate(what, method, request)
+        return True
+
+    @staticmethod
+    def _after(done: str, read: Callable[[], ImageRecord]) -> ImageRecord:
+        """A read after a mutation: if it fails, say that the mutation did happen."""
+        try:
+            return read()
+        except RegistryError as exc:
+            raise RegistryError(f"{done}, but reading it back failed: {exc}") from exc
+
+    def _link(self, name: str) -> str:
+        return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/images/{name}"
+
+
+def describe_call(api: str, request: Any) -> str:
+    """``images.deprecate project=P image=X body={...}``: the API method, its parameters and JSON body."""
+    params: list[tuple[str, str]] = []
+    body = ""
+    for descriptor, value in type(request).pb(request).ListFields():
+        if descriptor.message_type is not None:
+            message = getattr(request, descriptor.name)
+            fields = json.loads(type(message).to_json(message, always_print_fields_with_no_presence=False))
+            body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        else:
+            params.append((descriptor.json_name, str(value)))
+    params.sort(key=lambda item: (item[0] != "project", item[0]))
+    words = [api, *(f"{key}={value}" for key, value in params)]
+    return " ".join([*words, f"body={body}"] if body else words)
+
+
+def parse_state(state: str) -> DeprecationState:
+    """A deprecation state to set; ACTIVE (un-deprecating) is refused, as in the local registry."""
+    try:
+        parsed = DeprecationState(state.upper())
+    except ValueError:
+        choices = ", ".join(s.value for s in DeprecationState if s is not DeprecationState.ACTIVE)
+        raise RegistryError(f"unknown deprecation state {state!r}: use one of {choices}") from None
+    if parsed is DeprecationState.ACTIVE:
+        raise RegistryError(
+            "un-deprecating (state ACTIVE) is not supported: Compute Engine documents it inconsistently; "
+            "publish or promote a new image instead"
+        )
+    return parsed
+
+
+def to_record(image: compute_v1.Image) -> ImageRecord:
+    """An API Image as an ImageRecord (state from ``deprecated.state``, default ACTIVE)."""
+    description, manifest = image.description, ""
+    if MANIFEST_MARKER in description:
+        description, _, manifest = description.rpartition(MANIFEST_MARKER)
+    replacement = image.deprecated.replacement
+    return ImageRecord(
+        name=image.name,
+        family=image.family,
+        creation_timestamp=image.creation_timestamp,
+        state=DeprecationState(image.deprecated.state) if image.deprecated.state else DeprecationState.ACTIVE,
+        replacement=replacement.rsplit("/", 1)[-1] if replacement else None,
+        labels=dict(image.labels),
+        description=description,
+        location=image.self_link,
+        manifest=manifest,
+    )

@@ -1,0 +1,1 @@
+"""Local fakes of external APIs (Compute Engine) for tests."""

@@ -1,0 +1,641 @@
+"""A local fake of the Compute Engine v1 REST API, for the real google-cloud-compute client.
+
+Implemented subset (routes come from the official discovery document, see ``discovery.py``): images
+insert/get/list/getFromFamily/deprecate/delete/setLabels; instances insert/get/delete/list/aggregatedList/
+getSerialPortOutput; globalOperations and zoneOperations get/wait; instanceTemplates get/list (seeded by
+tests). Google's semantics where this project depends on them: name and label validation (400 invalid),
+404 notFound / 409 alreadyExists / 412 conditionNotMet error bodies, label fingerprints, list filters
+(``name``/``family``/``labels.KEY`` equality only; anything else is a 400), ``maxResults`` + ``pageToken``
+paging, ``requestId`` deduplication (same id: same operation, no second effect), operations that finish
+after ``op_polls`` polls, failed operations with ``error.errors[]``, ``httpErrorStatusCode`` and
+``httpErrorMessage``.
+
+Effects are applied when a mutation is accepted (a failed operation applies none); a new instance is
+PROVISIONING until its operation is DONE, then RUNNING. ``wait`` advances an operation by one poll and
+returns (the real one returns when DONE or after about two minutes).
+
+Every request body, query and response is validated against the discovery document; a violation is
+recorded in ``violations`` and answered with a 400, and the pytest fixture fails the test on any.
+``inject`` queues faults per method id: an HTTP error status, a delay before the answer (the mutation
+is still applied: the slow-response case that request ids exist for), a failed operation, or a
+corrupted response. ``calls`` records every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime
+import hashlib
+import http.server
+import itertools
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.discovery import Discovery, Method, compute_v1
+
+LINK_BASE = "https://www.googleapis.com/compute/v1/"
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+NAME_RE_TEXT = "(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?)"
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+FILTER_RE = re.compile(r'^\s*(name|family|labels\.[a-z][a-z0-9_-]*)\s*=\s*"([^"]*)"\s*$')
+IMAGE_REF_RE = re.compile(
+    r"^(?:(?:https://(?:www|compute)\.googleapis\.com/compute/v1/)?projects/(?P<project>[^/]+)/)?"
+    r"global/images/(?:family/(?P<family>[^/]+)|(?P<name>[^/]+))$"
+)
+REASONS = {
+    400: "invalid",
+    403: "forbidden",
+    404: "notFound",
+    409: "alreadyExists",
+    412: "conditionNotMet",
+    429: "rateLimitExceeded",
+    500: "backendError",
+    502: "backendError",
+    503: "backendError",
+    504: "backendError",
+}
+METHODS = {
+    "images": ("insert", "get", "list", "getFromFamily", "deprecate", "delete", "setLabels"),
+    "instances": ("insert", "get", "delete", "list", "aggregatedList", "getSerialPortOutput"),
+    "instanceTemplates": ("get", "list"),
+    "globalOperations": ("get", "wait"),
+    "zoneOperations": ("get", "wait"),
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, Google ``reason`` and message."""
+
+    def __init__(self, code: int, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason or REASONS.get(code, "invalid")
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        detail = {"domain": "global", "reason": self.reason, "message": self.message}
+        return {"error": {"code": self.code, "message": self.message, "errors": [detail]}}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do to one call: answer ``status``; answer after ``delay`` s; fail its operation with
+    ``op_error`` = (code, message, HTTP status); or pass the response through ``corrupt``."""
+
+    status: int | None = None
+    delay: float = 0.0
+    op_error: tuple[str, str, int] | None = None
+    corrupt: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded request."""
+
+    method: str
+    http_method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+
+@dataclass
+class _Operation:
+    resource: dict[str, Any]
+    polls_left: int
+    error: tuple[str, str, int] | None
+    on_done: Callable[[], None] | None = None
+    zone: str | None = None
+
+
+@dataclass
+class FakeCompute:
+    """The fake's state and logic; ``serve()`` runs it on 127.0.0.1 (see the module docstring)."""
+
+    project: str = "bakery-test"
+    op_polls: int = 0
+    default_ip: str = "127.0.0.1"
+    discovery: Discovery = field(default_factory=compute_v1)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    operations: dict[str, _Operation] = field(default_factory=dict)
+    request_ids: dict[str, str] = field(default_factory=dict)
+    instance_ips: dict[str, str] = field(default_factory=dict)
+    serial_output: dict[str, str] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    faults: dict[str, collections.deque[Fault]] = field(
+        default_factory=lambda: collections.defaultdict(collections.deque)
+    )
+    endpoint: str = ""
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        self._ids = itertools.count(1_000_000_001)
+        self._last_time = datetime.datetime.now(datetime.UTC)
+        self.routes: list[tuple[Method, Callable[..., dict[str, Any]]]] = []
+        for resource, names in METHODS.items():
+            for name in names:
+                handler = getattr(self, f"_{resource}_{name}".replace("Operations", "_operations").lower())
+                self.routes.append((self.discovery.method(resource, name), handler))
+
+    # --- test controls -------------------------------------------------------------------------------
+
+    def inject(
+        self,
+        method: str,
+        status: int | None = None,
+        *,
+        times: int = 1,
+        delay: float = 0.0,
+        op_error: tuple[str, str, int] | None = None,
+        corrupt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """Queue a fault for the next ``times`` calls of ``method`` (e.g. ``compute.images.get``)."""
+        if method not in {m.id for m, _ in self.routes}:
+            raise ValueError(f"the fake does not implement {method}")
+        with self.lock:
+            self.faults[method].extend([Fault(status, delay, op_error, corrupt)] * times)
+
+    def seed_image(self, name: str, family: str = "", **extra: Any) -> dict[str, Any]:
+        """Add a READY image directly (e.g. a base image to copy from)."""
+        with self.lock:
+            image = self._new_image(name, {"name": name, "family": family, **extra} if family else {"name": name})
+            self.images[name] = image
+            return image
+
+    def seed_template(self, name: str, source_image: str) -> dict[str, Any]:
+        """Add a global instance template whose boot disk is created from ``source_image``."""
+        with self.lock:
+            template = {
+                "kind": "compute#instanceTemplate",
+                "id": self._id(),
+                "name": name,
+                "creationTimestamp": self._timestamp(),
+                "selfLink": self._link(f"global/instanceTemplates/{name}"),
+                "properties": {
+                    "machineType": "e2-small",
+                    "disks": [{"boot": True, "autoDelete": True, "initializeParams": {"sourceImage": source_image}}],
+                },
+            }
+            self.templates[name] = template
+            return template
+
+    def calls_of(self, method: str) -> list[Call]:
+        with self.lock:
+            return [c for c in self.calls if c.method == method]
+
+    @contextmanager
+    def serve(self) -> Iterator[FakeCompute]:
+        """Listen on 127.0.0.1 (a free port) for the duration; ``endpoint`` is its http:// URL."""
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.fake = self
+        thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="fake-compute", daemon=True)
+        thread.start()
+        self.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+    # --- dispatch ------------------------------------------------------------------------------------
+
+    def handle(self, http_method: str, target: str, raw_body: bytes) -> tuple[int, dict[str, Any], float]:
+        """Answer one request: (HTTP status, JSON body, seconds to wait before answering)."""
+        url = urllib.parse.urlsplit(target)
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        body = json.loads(raw_body) if raw_body else None
+        route = next(
+            (
+                (m, h, found)
+                for m, h in self.routes
+                if m.http_method == http_method and (found := m.path.match(url.path))
+            ),
+            None,
+        )
+        if route is None:
+            with self.lock:
+                self.violations.append(f"no such method: {http_method} {url.path}")
+            return 404, ApiError(404, f"fake: no route for {http_method} {url.path}").body(), 0.0
+        method, handler, match = route
+        with self.lock:
+            self.calls.append(Call(method.id, http_method, url.path, query, body))
+            fault = self.faults[method.id].popleft() if self.faults[method.id] else Fault()
+            problems = self.discovery.validate_query(method, query)
+            if method.request:
+                problems += self.discovery.validate(body, method.request)
+            elif body is not None:
+                problems.append(f"{method.id}: unexpected request body")
+            if problems:
+                return self._violation(problems)
+            if fault.status:
+                return fault.status, ApiError(fault.status, f"fake: injected {fault.status}").body(), fault.delay
+            request_id = query.get("requestId", [""])[0]
+            if request_id in self.request_ids:  # a retry of an accepted mutation: its operation, no new effect
+                return 200, dict(self.operations[self.request_ids[request_id]].resource), fault.delay
+            params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
+            try:
+                if params.pop("project") != self.project:
+                    raise ApiError(403, f"fake: only project {self.project} exists", "forbidden")
+                response = handler(params=params, query=query, body=body, fault=fault)
+            except ApiError as exc:
+                return exc.code, exc.body(), fault.delay
+            except Exception as exc:  # noqa: BLE001 - a bug in the fake: fail the test loudly, not as a 5xx
+                self.violations.append(f"fake crashed in {method.id}: {exc!r}")
+                return 400, ApiError(400, f"fake crashed: {exc!r}").body(), 0.0
+            if fault.corrupt:
+                response = fault.corrupt(response)
+            problems = self.discovery.validate(response, method.response) if method.response else []
+            if problems:
+                return self._violation(problems)
+            return 200, response, fault.delay
+
+    def _violation(self, problems: list[str]) -> tuple[int, dict[str, Any], float]:
+        self.violations.extend(problems)
+        return 400, ApiError(400, "fake: discovery schema violation: " + "; ".join(problems)).body(), 0.0
+
+    # --- images --------------------------------------------------------------------------------------
+
+    def _images_insert(self, *, params: dict[str, str], query: Query, body: dict[str, Any], fault: Fault) -> Json:
+        name = body.get("name", "")
+        self._check_name(name, "resource.name")
+        if body.get("family"):
+            self._check_name(body["family"], "resource.family")
+        self._check_labels(body.get("labels", {}))
+        if not body.get("sourceImage"):
+            raise ApiError(400, "fake: only images.insert with 'resource.sourceImage' is implemented")
+
+        def effect() -> None:
+            if name in self.images:
+                raise ApiError(409, f"The resource '{self._path('global/images', name)}' already exists")
+            self.images[name] = self._new_image(name, body)
+
+        return self._mutation(query, "insert", f"global/images/{name}", effect, fault)
+
+    def _images_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        return self._image(params["image"])
+
+    def _images_list(self, *, query: Query, **_: Any) -> Json:
+        items = sorted(self.images.values(), key=lambda i: i["name"])
+        return self._page(query, items, "compute#imageList", "global/images")
+
+    def _images_getfromfamily(self, *, params: dict[str, str], **_: Any) -> Json:
+        return self._family_head(params["family"])
+
+    def _images_deprecate(self, *, params: dict[str, str], query: Query, body: dict[str, Any], fault: Fault) -> Json:
+        image = self._image(params["image"])
+        replacement = body.get("replacement")
+        if replacement is not None:
+            ref = IMAGE_REF_RE.match(replacement)
+            if not ref or ref["name"] is None or ref["project"] != self.project or ref["name"] not in self.images:
+                raise ApiError(400, f"Invalid value for field 'resource.replacement': '{replacement}'.")
+
+        def effect() -> None:
+            if body.get("state", "ACTIVE") == "ACTIVE":
+                image.pop("deprecated", None)
+            else:
+                image["deprecated"] = {k: v for k, v in body.items() if k in ("state", "replacement")}
+
+        return self._mutation(query, "deprecate", f"global/images/{image['name']}", effect, fault)
+
+    def _images_delete(self, *, params: dict[str, str], query: Query, fault: Fault, **_: Any) -> Json:
+        image = self._image(params["image"])
+        return self._mutation(
+            query, "delete", f"global/images/{image['name']}", lambda: self.images.pop(image["name"]), fault
+        )
+
+    def _images_setlabels(self, *, params: dict[str, str], query: Query, body: dict[str, Any], fault: Fault) -> Json:
+        image = self._image(params["resource"])
+        labels = body.get("labels", {})
+        self._check_labels(labels)
+        if body.get("labelFingerprint") != image["labelFingerprint"]:
+            raise ApiError(412, "Labels fingerprint either invalid or resource labels have changed")
+
+        def effect() -> None:
+            image["labels"] = labels
+            image["labelFingerprint"] = fingerprint(labels)
+            if not labels:
+                image.pop("labels")
+
+        return self._mutation(query, "setLabels", f"global/images/{image['name']}", effect, fault)
+
+    # --- instances -----------------------------------------------------------------------------------
+
+    def _instances_insert(self, *, params: dict[str, str], query: Query, body: dict[str, Any], fault: Fault) -> Json:
+        zone, name = params["zone"], body.get("name", "")
+        self._check_name(name, "resource.name")
+        self._check_labels(body.get("labels", {}))
+        for disk in body.get("disks", []):
+            source = disk.get("initializeParams", {}).get("sourceImage")
+            if source:
+                self._resolve_image(source, "resource.disks[].initializeParams.sourceImage")
+
+        def effect() -> None:
+            if (zone, name) in self.instances:
+                raise ApiError(409, f"The resource '{self._path(f'zones/{zone}/instances', name)}' already exists")
+            nics = body.get("networkInterfaces") or [{}]
+            instance = {
+                **body,
+                "kind": "compute#instance",
+                "id": self._id(),
+                "creationTimestamp": self._timestamp(),
+                "status": "PROVISIONING",
+                "zone": self._link(f"zones/{zone}"),
+                "selfLink": self._link(f"zones/{zone}/instances/{name}"),
+                "labelFingerprint": fingerprint(body.get("labels", {})),
+                "networkInterfaces": [
+                    {**nic, "name": f"nic{i}", "networkIP": self.instance_ips.get(name, self.default_ip)}
+                    for i, nic in enumerate(nics)
+                ],
+            }
+            self.instances[zone, name] = instance
+
+        def running() -> None:
+            if (zone, name) in self.instances:
+                self.instances[zone, name]["status"] = "RUNNING"
+
+        return self._mutation(
+            query, "insert", f"zones/{zone}/instances/{name}", effect, fault, zone=zone, on_done=running
+        )
+
+    def _instances_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        return self._instance(params["zone"], params["instance"])
+
+    def _instances_delete(self, *, params: dict[str, str], query: Query, fault: Fault, **_: Any) -> Json:
+        zone, name = params["zone"], params["instance"]
+        self._instance(zone, name)
+        return self._mutation(
+            query,
+            "delete",
+            f"zones/{zone}/instances/{name}",
+            lambda: self.instances.pop((zone, name)),
+            fault,
+            zone=zone,
+        )
+
+    def _instances_list(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
+        items = [i for (zone, _), i in sorted(self.instances.items()) if zone == params["zone"]]
+        return self._page(query, items, "compute#instanceList", f"zones/{params['zone']}/instances")
+
+    def _instances_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
+        page = self._page(query, [i for _, i in sorted(self.instances.items())], "", "aggregated/instances")
+        scoped: dict[str, Any] = {}
+        for instance in page.pop("items", []):
+            zone = instance["zone"].rsplit("/", 1)[-1]
+            scoped.setdefault(f"zones/{zone}", {"instances": []})["instances"].append(instance)
+        return {**page, "kind": "compute#instanceAggregatedList", **({"items": scoped} if scoped else {})}
+
+    def _instances_getserialportoutput(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
+        instance = self._instance(params["zone"], params["instance"])
+        output = self.serial_output.get(params["instance"], "")
+        start = min(int(query.get("start", ["0"])[0]), len(output))
+        return {
+            "kind": "compute#serialPortOutput",
+            "contents": output[start:],
+            "start": str(start),
+            "next": str(len(output)),
+            "selfLink": instance["selfLink"] + "/serialPort",
+        }
+
+    # --- instance templates --------------------------------------------------------------------------
+
+    def _instancetemplates_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        name = params["instanceTemplate"]
+        if name not in self.templates:
+            raise ApiError(404, f"The resource '{self._path('global/instanceTemplates', name)}' was not found")
+        return self.templates[name]
+
+    def _instancetemplates_list(self, *, query: Query, **_: Any) -> Json:
+        items = sorted(self.templates.values(), key=lambda t: t["name"])
+        return self._page(query, items, "compute#instanceTemplateList", "global/instanceTemplates")
+
+    # --- operations ----------------------------------------------------------------------------------
+
+    def _global_operations_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        return self._poll(params["operation"], None)
+
+    _global_operations_wait = _global_operations_get
+
+    def _zone_operations_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        return self._poll(params["operation"], params["zone"])
+
+    _zone_operations_wait = _zone_operations_get
+
+    def _mutation(
+        self,
+        query: Query,
+        kind: str,
+        target: str,
+        effect: Callable[[], Any],
+        fault: Fault,
+        *,
+        zone: str | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> Json:
+        """Start an operation for ``effect`` (applied now unless the fault fails the operation)."""
+        request_id = query.get("requestId", [""])[0]
+        if fault.op_error is None:
+            effect()
+        name = f"operation-{int(time.time() * 1000)}-{self._id()}"
+        scope = f"zones/{zone}/operations" if zone else "global/operations"
+        resource: dict[str, Any] = {
+            "kind": "compute#operation",
+            "id": self._id(),
+            "name": name,
+            "operationType": kind,
+            "targetLink": self._link(target),
+            "targetId": self._id(),
+            "status": "PENDING",
+            "progress": 0,
+            "user": "fake@example.com",
+            "insertTime": self._timestamp(),
+            "selfLink": self._link(f"{scope}/{name}"),
+            **({"zone": self._link(f"zones/{zone}")} if zone else {}),
+            **({"clientOperationId": request_id} if request_id else {}),
+        }
+        self.operations[name] = _Operation(resource, self.op_polls, fault.op_error, on_done, zone)
+        if request_id:
+            self.request_ids[request_id] = name
+        return self._poll(name, zone, advance=self.op_polls == 0)
+
+    def _poll(self, name: str, zone: str | None, *, advance: bool = True) -> Json:
+        """The operation, one poll further unless ``advance`` is false."""
+        operation = self.operations.get(name)
+        if operation is None or operation.zone != zone:
+            scope = f"zones/{zone}/operations" if zone else "global/operations"
+            raise ApiError(404, f"The resource '{self._path(scope, name)}' was not found")
+        resource = operation.resource
+        if advance and resource["status"] != "DONE":
+            operation.polls_left -= 1
+            resource.update(status="RUNNING", progress=50, startTime=resource.get("startTime", self._timestamp()))
+            if operation.polls_left <= 0:
+                resource.update(status="DONE", progress=100, endTime=self._timestamp())
+                if operation.error:
+                    code, message, status = operation.error
+                    resource["error"] = {"errors": [{"code": code, "message": message}]}
+                    resource["httpErrorStatusCode"] = status
+                    resource["httpErrorMessage"] = http.HTTPStatus(status).phrase.upper()
+                elif operation.on_done:
+                    operation.on_done()
+        return dict(resource)
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _new_image(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        image: dict[str, Any] = {
+            "kind": "compute#image",
+            "id": self._id(),
+            "creationTimestamp": self._timestamp(),
+            "name": name,
+            "sourceType": "RAW",
+            "status": "READY",
+            "archiveSizeBytes": "1073741824",
+            "diskSizeGb": "10",
+            "selfLink": self._link(f"global/images/{name}"),
+            "labelFingerprint": fingerprint(body.get("labels", {})),
+            "storageLocations": ["eu"],
+        }
+        for key in ("description", "family", "labels"):
+            if body.get(key):
+                image[key] = body[key]
+        if body.get("sourceImage"):
+            source = self._resolve_image(body["sourceImage"], "resource.sourceImage")
+            image.update(sourceImage=source["selfLink"], sourceImageId=source["id"], diskSizeGb=source["diskSizeGb"])
+        return image
+
+    def _resolve_image(self, ref: str, field_name: str) -> dict[str, Any]:
+        match = IMAGE_REF_RE.match(ref)
+        if not match:
+            raise ApiError(400, f"Invalid value for field '{field_name}': '{ref}'. The URL is malformed.")
+        if (match["project"] or self.project) != self.project:
+            raise ApiError(404, f"The resource '{ref}' was not found")
+        return self._family_head(match["family"]) if match["family"] else self._image(match["name"])
+
+    def _image(self, name: str) -> dict[str, Any]:
+        if name not in self.images:
+            raise ApiError(404, f"The resource '{self._path('global/images', name)}' was not found")
+        return self.images[name]
+
+    def _family_head(self, family: str) -> dict[str, Any]:
+        members = [i for i in self.images.values() if i.get("family") == family and "deprecated" not in i]
+        if not members:
+            raise ApiError(404, f"The resource '{self._path('global/images/family', family)}' was not found")
+        return max(members, key=lambda i: datetime.datetime.fromisoformat(i["creationTimestamp"]))
+
+    def _instance(self, zone: str, name: str) -> dict[str, Any]:
+        if (zone, name) not in self.instances:
+            raise ApiError(404, f"The resource '{self._path(f'zones/{zone}/instances', name)}' was not found")
+        return self.instances[zone, name]
+
+    def _page(self, query: Query, items: list[dict[str, Any]], kind: str, collection: str) -> Json:
+        if query.get("orderBy", [""])[0]:
+            raise ApiError(400, "fake: orderBy is not supported")
+        items = [i for i in items if _matches(i, query.get("filter", [""])[0])]
+        size = int(query.get("maxResults", ["500"])[0])
+        if not 0 <= size <= 500:
+            raise ApiError(400, f"Invalid value for field 'maxResults': '{size}'. Must be in range [0, 500].")
+        size = size or 500
+        token = query.get("pageToken", [""])[0]
+        try:
+            start = int(base64.urlsafe_b64decode(token).decode()) if token else 0
+        except ValueError:
+            raise ApiError(400, f"Invalid value for field 'pageToken': '{token}'.") from None
+        page: dict[str, Any] = {"kind": kind, "id": self._path(collection, "")[:-1], "selfLink": self._link(collection)}
+        if items[start : start + size]:
+            page["items"] = items[start : start + size]
+        if start + size < len(items):
+            page["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+        return page
+
+    def _check_name(self, name: str, field_name: str) -> None:
+        if not NAME_RE.match(name):
+            raise ApiError(
+                400, f"Invalid value for field '{field_name}': '{name}'. Must be a match of regex '{NAME_RE_TEXT}'"
+            )
+
+    @staticmethod
+    def _check_labels(labels: dict[str, str]) -> None:
+        if len(labels) > 64:
+            raise ApiError(400, "Invalid value for field 'resource.labels': too many labels (at most 64).")
+        for key, value in labels.items():
+            if not LABEL_KEY_RE.match(key) or not LABEL_VALUE_RE.match(value):
+                raise ApiError(400, f"Invalid value for field 'resource.labels': '{key}={value}'.")
+
+    def _path(self, collection: str, name: str) -> str:
+        return f"projects/{self.project}/{collection}/{name}"
+
+    def _link(self, rest: str) -> str:
+        return f"{LINK_BASE}projects/{self.project}/{rest}"
+
+    def _id(self) -> str:
+        return str(next(self._ids))
+
+    def _timestamp(self) -> str:
+        """Now, in Compute's RFC 3339 style (ms, offset), strictly after the previous timestamp."""
+        now = max(datetime.datetime.now(datetime.UTC), self._last_time + datetime.timedelta(milliseconds=1))
+        self._last_time = now
+        return now.astimezone(datetime.timezone(datetime.timedelta(hours=-8))).isoformat(timespec="milliseconds")
+
+
+Json = dict[str, Any]
+Query = dict[str, list[str]]
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    """A label fingerprint: changes whenever the labels do."""
+    digest = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).digest()[:8]
+    return base64.b64encode(digest).decode()
+
+
+def _matches(item: dict[str, Any], expression: str) -> bool:
+    if not expression:
+        return True
+    match = FILTER_RE.match(expression)
+    if not match:
+        raise ApiError(400, f"Invalid value for field 'filter': '{expression}'. Invalid list filter expression.")
+    key, value = match.groups()
+    actual = item.get("labels", {}).get(key[7:]) if key.startswith("labels.") else item.get(key)
+    return actual == value
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeCompute
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        status, body, delay = self.server.fake.handle(self.command, self.path, self.rfile.read(length))
+        if delay:
+            time.sleep(delay)
+        payload = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (timeout); nothing to tell it
+
+    do_GET = do_POST = do_DELETE = do_PATCH = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: requests are recorded in ``FakeCompute.calls``."""
