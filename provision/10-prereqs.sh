@@ -5,6 +5,17 @@ set -o errexit -o nounset -o pipefail
 : "${BAKERY_FILES:?}"
 export DEBIAN_FRONTEND=noninteractive
 
+# On cloud images cloud-init may still be configuring apt when Packer connects: wait for it, bounded.
+if command -v cloud-init >/dev/null; then
+  status=0
+  timeout 600 cloud-init status --wait >/dev/null || status=$?
+  # 0: done; 2: done with recoverable errors. Anything else (1 failed, 124 timed out) stops the bake.
+  if ((status != 0 && status != 2)); then
+    echo "10-prereqs.sh: cloud-init did not finish cleanly (status $status)" >&2
+    exit 1
+  fi
+fi
+
 missing=()
 while read -r name; do
   [[ -z $name || $name == \#* ]] && continue

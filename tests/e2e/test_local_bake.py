@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -126,8 +127,11 @@ def test_failing_image_test_publishes_nothing(baked, tmp_path: Path) -> None:
     assert "image tests failed, nothing published (family head unchanged)" in proc.stderr
     assert "test_deliberately_broken" in proc.stderr
     assert head(tmp / "registry") == before
-    junit = next((tmp / "build" / "runs" / "local" / "debian-12").glob("*/junit.xml"))
-    assert "test_site_policy_file" in junit.read_text()
+    junit = Path(re.search(r"JUnit: (\S+\.xml)", proc.stderr).group(1))
+    assert junit.parent.parent == tmp / "build" / "runs" / "local" / "debian-12"
+    assert '<testcase classname="test_deliberately_broken" name="test_site_policy_file' in junit.read_text()
+    kept = re.search(r"kept for inspection at (\S+\.qcow2)", proc.stderr)
+    assert kept is not None and Path(kept.group(1)).is_file()
 
 
 @pytest.mark.parametrize(
