@@ -123,5 +123,26 @@ def promote(c: Context, image: str, env: str | None = None, variant: str | None 
         pipeline.promote(spec, pipeline.target_for(spec), image, cli.say, dry_run=dry_run)
 
 
-ns = Collection(render, validate_, lint_, bake, images, promote, rollback)
+@task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the exact API calls and change nothing"})
+def prune(c: Context, env: str | None = None, variant: str | None = None, dry_run: bool = False) -> None:
+    """GCE retention: keep N images per family, delete older than max_age_days; never the head or template images."""
+    from bakery.gce import target as gce_target
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        for spec in settings.specs(env, variant):
+            gce_target.prune(spec, cli.say, dry_run=dry_run)
+
+
+@task(help={"env": ENV_HELP, "dry_run": "print the exact API calls and change nothing"})
+def reap(c: Context, env: str | None = None, dry_run: bool = False) -> None:
+    """GCE: delete expired builder/test instances, their disks and candidate images left by killed runs."""
+    from bakery.gce import reaper
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        reaper.reap_environment(settings.specs(env), cli.say, dry_run=dry_run)
+
+
+ns = Collection(render, validate_, lint_, bake, images, promote, rollback, prune, reap)
 ns.configure(DEFAULTS)

@@ -56,6 +56,8 @@ RESERVED_LABELS = frozenset(
         "bakery-role",
         "bakery-run-id",
         "bakery-expires",
+        "bakery-failed",
+        "test-report",
     }
 )
 

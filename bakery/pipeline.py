@@ -20,7 +20,7 @@ from typing import Protocol
 from bakery import __version__, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
-from bakery.errors import ConfigError, ImageTestError, RegistryError
+from bakery.errors import ImageTestError, RegistryError
 from bakery.imagefiles import package_versions
 from bakery.images import ImageRecord, ImageStore, retention_plan, rollback_plan
 from bakery.local.vm import TestOutcome
@@ -40,12 +40,22 @@ class Target(Protocol):
         """Get ready to bake; return the runtime Packer variables (base image, accelerator, …)."""
         ...
 
+    def candidate_name(self, image_name: str) -> str:
+        """The name Packer gives the candidate (GCE: image names are project-global, so not ``image_name``)."""
+        ...
+
     def output(self, rendered: render.Rendered, image_name: str) -> str:
         """Where Packer leaves the baked candidate."""
         ...
 
     def test(self, rendered: render.Rendered, candidate: str, run_dir: Path, say: Say) -> TestOutcome:
         """Boot the candidate and run the image test suite; always stop what was booted."""
+        ...
+
+    def publish(
+        self, candidate: str, image_name: str, family: str, *, labels: dict[str, str], description: str, manifest: str
+    ) -> ImageRecord:
+        """Make the tested ``candidate`` image ``image_name``, the new head of ``family``."""
         ...
 
     def discard(self, candidate: str) -> None:
@@ -128,8 +138,9 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
     with phase(report, "prepare", say):
         variables = target.prepare(rendered, say)
     report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), git_sha())
-    variables |= {"image_name": report.image_name, "input_fingerprint": rendered.fingerprint}
-    candidate = target.output(rendered, report.image_name)
+    packer_name = target.candidate_name(report.image_name)
+    variables |= {"image_name": packer_name, "input_fingerprint": rendered.fingerprint}
+    candidate = target.output(rendered, packer_name)
     run_dir = spec.runs_dir / report.image_name
     try:
         with phase(report, "bake", say):
@@ -157,10 +168,10 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
                 "input-fingerprint": render.fingerprint_label(rendered.fingerprint),
                 "git-sha": label_value(git_sha()),
             }
-            report.published = target.store.insert(
+            report.published = target.publish(
+                candidate,
                 report.image_name,
                 spec.family,
-                candidate,
                 labels=labels,
                 description=f"osquery image {spec.variant_name} ({spec.artifact_source}), tested",
                 manifest=str(report.manifest),
@@ -240,16 +251,15 @@ def head_or_none(store: ImageStore, family: str) -> ImageRecord | None:
         return None
 
 
-def target_for(spec: BuildSpec) -> Target:
-    """The target implementation for the environment's ``target``."""
+def target_for(spec: BuildSpec, *, dry_run: Say | None = None) -> Target:
+    """The target implementation for the environment's ``target`` (``dry_run``: GCE mutations are printed)."""
     if spec.env.target == "local":
         from bakery.local.target import LocalTarget
 
         return LocalTarget(spec)
-    raise ConfigError(
-        f"environment {spec.env_name!r}: the gce target's bake/publish stage is not built yet; "
-        "use `invoke render`/`invoke validate` for it, or bake with --env local"
-    )
+    from bakery.gce.target import GceTarget
+
+    return GceTarget(spec, dry_run=dry_run)
 
 
 def describe(record: ImageRecord) -> str:

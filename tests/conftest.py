@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Never let google-auth probe the GCE metadata server (an off-host address) from a test.
+os.environ.setdefault("NO_GCE_CHECK", "True")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -136,6 +136,18 @@ class ComputeClients:
                 return items
             request.page_token = page.next_page_token
 
+    def aggregated_all(self, what: str, method: Callable[..., Any], request: Any, kind: str) -> list[tuple[str, Any]]:
+        """Every ``(zone, item)`` of a paged aggregatedList (``kind``: the scoped list's field, e.g.
+        ``instances``), one retried call per page."""
+        found: list[tuple[str, Any]] = []
+        while True:
+            page = self.call(what, method, request)
+            for scope, scoped in page.items.items():
+                found.extend((scope.rsplit("/", 1)[-1], item) for item in getattr(scoped, kind))
+            if not page.next_page_token:
+                return found
+            request.page_token = page.next_page_token
+
     def mutate(self, what: str, method: Callable[..., compute_v1.Operation], request: Any) -> compute_v1.Operation:
         """Start a mutation with a fresh ``requestId`` (kept across retries), wait for its operation and
         raise OperationFailed if it failed."""

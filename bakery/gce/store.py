@@ -11,7 +11,12 @@ Choices:
   creating their image, the newer one is the single head, and nothing is deprecated by mistake; the loser
   re-checks the head after its insert and raises, naming the winner. Rollback re-reads the head just
   before deprecating it and refuses if another promotion changed it in between.
-* Retention never deletes the head, nor an image an instance template names as its boot source.
+* Retention never deletes the head, nor an image an instance template names as its boot source. With
+  ``max_age_days`` it also deletes images older than that (still never the head).
+* :meth:`GceImageStore.publish` (the GCE pipeline's publish step) is a promotion that then deprecates the
+  family's older ACTIVE images, except the ``keep_active`` newest (default 2: the new head and the
+  previous one, which ``rollback`` needs: un-deprecating is never relied upon). It deprecates only after
+  re-checking that the new image is the head, so a lost race deprecates nothing.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
 from bakery.errors import RegistryError
-from bakery.gce.client import ComputeClients
+from bakery.gce.client import ComputeApiError, ComputeClients
 from bakery.images import (
     DeprecationState,
     ImageRecord,
+    family_head,
     in_family,
     newest_first,
     retention_plan,
@@ -56,12 +63,18 @@ class GceImageStore:
     """The images of one project. ``dry_run``: a callable that receives each mutation instead of it running."""
 
     def __init__(
-        self, clients: ComputeClients, *, dry_run: Callable[[str], None] | None = None, page_size: int = PAGE_SIZE
+        self,
+        clients: ComputeClients,
+        *,
+        dry_run: Callable[[str], None] | None = None,
+        page_size: int = PAGE_SIZE,
+        max_age_days: int | None = None,
     ) -> None:
         self.clients = clients
         self.project = clients.project
         self.dry_run = dry_run
         self.page_size = page_size
+        self.max_age_days = max_age_days
 
     # --- reads ---------------------------------------------------------------------------------------
 
@@ -120,7 +133,9 @@ class GceImageStore:
             raise RegistryError(f"image {name!r} cannot replace itself")
         status = compute_v1.DeprecationStatus(state=new_state.value)
         if replacement is not None:
-            status.replacement = self.get(replacement).location
+            # A dry run may name an image it only pretended to create.
+            link = self._link(validate_name(replacement)) if self.dry_run else self.get(replacement).location
+            status.replacement = link
         request = compute_v1.DeprecateImageRequest(
             project=self.project, image=validate_name(name), deprecation_status_resource=status
         )
@@ -145,10 +160,38 @@ class GceImageStore:
         deprecated = self.deprecate(old_head.name, DeprecationState.DEPRECATED, replacement=new_head.name)
         return deprecated, new_head
 
-    def plan_retention(self, family: str, keep: int) -> RetentionPlan:
-        """``retention_plan`` minus the images instance templates boot from (those are reported)."""
+    def set_labels(self, name: str, labels: Mapping[str, str]) -> None:
+        """Replace image ``name``'s labels (sent with its current label fingerprint; a 412 is accepted if the
+        labels are already what was asked, i.e. an earlier attempt of this call went through)."""
+        image = self.clients.call(
+            f"image {name!r}", self.clients.images.get, compute_v1.GetImageRequest(project=self.project, image=name)
+        )
+        request = compute_v1.SetLabelsImageRequest(
+            project=self.project,
+            resource=validate_name(name),
+            global_set_labels_request_resource=compute_v1.GlobalSetLabelsRequest(
+                labels=validate_labels(labels), label_fingerprint=image.label_fingerprint
+            ),
+        )
+        try:
+            self._mutate("images.setLabels", self.clients.images.set_labels_unary, request, f"image {name!r}")
+        except ComputeApiError as exc:
+            # setLabels has no requestId: a retry after a timed-out but applied call meets a new fingerprint.
+            if not isinstance(exc.__cause__, api_exceptions.PreconditionFailed) or self.get(name).labels != dict(
+                labels
+            ):
+                raise
+
+    def plan_retention(
+        self, family: str, keep: int, *, max_age_days: int | None = None, now: datetime.datetime | None = None
+    ) -> RetentionPlan:
+        """``retention_plan`` (plus images older than ``max_age_days``, never the head) minus the images
+        instance templates boot from (those are reported)."""
         validate_name(family, "family name")
-        doomed = retention_plan(self.list(family), family, keep)
+        records = self.list(family)
+        doomed = retention_plan(records, family, keep)
+        if max_age_days is not None:
+            doomed = age_retention_plan(records, family, keep, max_age_days, now or datetime.datetime.now(datetime.UTC))
         users = self.template_users()
         return RetentionPlan(
             delete=[r for r in doomed if r.name not in users],
@@ -156,7 +199,7 @@ class GceImageStore:
         )
 
     def retention(self, family: str, keep: int) -> builtins.list[str]:
-        doomed = self.plan_retention(family, keep).delete
+        doomed = self.plan_retention(family, keep, max_age_days=self.max_age_days).delete
         for record in doomed:
             self.delete(record.name)
         return [r.name for r in doomed]
@@ -183,6 +226,43 @@ class GceImageStore:
                     f"promotion created a newer image; nothing was deprecated, {new_name} stays ACTIVE"
                 )
         return promoted
+
+    def publish(
+        self,
+        source: str,
+        family: str,
+        *,
+        new_name: str,
+        labels: Mapping[str, str],
+        description: str,
+        manifest: str = "",
+        keep_active: int = 2,
+    ) -> ImageRecord:
+        """Copy ACTIVE image ``source`` as ``new_name`` into ``family`` with exactly ``labels``; once it is
+        the head, deprecate the family's older ACTIVE images beyond the ``keep_active`` newest (replacement:
+        the new image). A dry run reports the insert and the deprecations it would make."""
+        if keep_active < 1:
+            raise RegistryError(f"keep_active={keep_active} is invalid: the new head stays ACTIVE")
+        record = self.get(source)
+        if not record.active:
+            raise RegistryError(f"refusing to publish image {source!r}: it is {record.state}")
+        before = [r for r in self.list(family) if r.active]
+        published = self.insert(
+            new_name, family, record.location, labels=labels, description=description, manifest=manifest
+        )
+        if self.dry_run is None:
+            head = self._after(f"created image {new_name}", lambda: self.get_from_family(family))
+            if head.name != new_name:
+                raise RegistryError(
+                    f"published {source} as {new_name}, but family {family!r} resolves to {head.name}: a concurrent "
+                    f"publish created a newer image; nothing was deprecated, {new_name} stays ACTIVE"
+                )
+            active = [r for r in self.list(family) if r.active and r.name != new_name]
+        else:
+            active = before
+        for older in active[keep_active - 1 :]:
+            self.deprecate(older.name, DeprecationState.DEPRECATED, replacement=new_name)
+        return published
 
     # --- helpers -------------------------------------------------------------------------------------
 
@@ -217,6 +297,21 @@ class GceImageStore:
 
     def _link(self, name: str) -> str:
         return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/images/{name}"
+
+
+def age_retention_plan(
+    records: builtins.list[ImageRecord], family: str, keep: int, max_age_days: int, now: datetime.datetime
+) -> builtins.list[ImageRecord]:
+    """``retention_plan`` plus every image created more than ``max_age_days`` before ``now``; never the head
+    (so the family keeps an ACTIVE image). Newest first."""
+    members = in_family(records, family)
+    doomed = {r.name for r in retention_plan(members, family, keep)}
+    cutoff = now - datetime.timedelta(days=max_age_days)
+    doomed |= {r.name for r in members if r.created < cutoff}
+    head = family_head(members, family)
+    if head is not None:
+        doomed.discard(head.name)
+    return [r for r in members if r.name in doomed]
 
 
 def describe_call(api: str, request: Any) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 from bakery import proc, render
 from bakery.config import BuildSpec, LocalSettings
 from bakery.errors import VMError
-from bakery.images import ImageStore
+from bakery.images import ImageRecord, ImageStore
 from bakery.local.accel import choose_accelerator
 from bakery.local.baseimage import BaseImage, content_key, ensure_base_image, load_base_image
 from bakery.local.registry import LocalRegistry
@@ -58,6 +58,9 @@ class LocalTarget:
             "output_directory": str(self.spec.output_dir),
         }
 
+    def candidate_name(self, image_name: str) -> str:
+        return image_name
+
     def output(self, rendered: render.Rendered, image_name: str) -> str:
         return str(self.spec.output_dir / f"{image_name}.qcow2")
 
@@ -89,6 +92,13 @@ class LocalTarget:
                     f"--injected-pubkey={pubkey}",
                 ],
             )
+
+    def publish(
+        self, candidate: str, image_name: str, family: str, *, labels: dict[str, str], description: str, manifest: str
+    ) -> ImageRecord:
+        return self.store.insert(
+            image_name, family, candidate, labels=labels, description=description, manifest=manifest
+        )
 
     def discard(self, candidate: str) -> None:
         shutil.rmtree(Path(candidate).parent, ignore_errors=True)

@@ -67,6 +67,7 @@ METHODS = {
     "images": ("insert", "get", "list", "getFromFamily", "deprecate", "delete", "setLabels"),
     "instances": ("insert", "get", "delete", "list", "aggregatedList", "getSerialPortOutput"),
     "instanceTemplates": ("get", "list"),
+    "disks": ("get", "list", "aggregatedList", "delete"),
     "globalOperations": ("get", "wait"),
     "zoneOperations": ("get", "wait"),
 }
@@ -127,6 +128,7 @@ class FakeCompute:
     discovery: Discovery = field(default_factory=compute_v1)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    disks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     operations: dict[str, _Operation] = field(default_factory=dict)
     request_ids: dict[str, str] = field(default_factory=dict)
@@ -190,6 +192,13 @@ class FakeCompute:
             }
             self.templates[name] = template
             return template
+
+    def seed_disk(self, zone: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """Add a detached disk (e.g. one a killed Packer run left behind)."""
+        with self.lock:
+            disk = self._new_disk(zone, name, labels or {}, "")
+            self.disks[zone, name] = disk
+            return disk
 
     def calls_of(self, method: str) -> list[Call]:
         with self.lock:
@@ -338,14 +347,39 @@ class FakeCompute:
         self._check_name(name, "resource.name")
         self._check_labels(body.get("labels", {}))
         for disk in body.get("disks", []):
-            source = disk.get("initializeParams", {}).get("sourceImage")
-            if source:
-                self._resolve_image(source, "resource.disks[].initializeParams.sourceImage")
+            params_ = disk.get("initializeParams", {})
+            self._check_labels(params_.get("labels", {}))
+            if params_.get("sourceImage"):
+                self._resolve_image(params_["sourceImage"], "resource.disks[].initializeParams.sourceImage")
 
         def effect() -> None:
             if (zone, name) in self.instances:
                 raise ApiError(409, f"The resource '{self._path(f'zones/{zone}/instances', name)}' already exists")
             nics = body.get("networkInterfaces") or [{}]
+            link = self._link(f"zones/{zone}/instances/{name}")
+            attached = []
+            for index, disk in enumerate(body.get("disks", [])):
+                params_ = disk.get("initializeParams")
+                if params_ is None:
+                    attached.append(disk)
+                    continue
+                disk_name = params_.get("diskName") or (name if index == 0 else f"{name}-{index}")
+                if (zone, disk_name) in self.disks:
+                    raise ApiError(409, f"The resource '{self._path(f'zones/{zone}/disks', disk_name)}' already exists")
+                created = self._new_disk(zone, disk_name, params_.get("labels", {}), params_.get("sourceImage", ""))
+                created["users"] = [link]
+                self.disks[zone, disk_name] = created
+                attached.append(
+                    {
+                        "kind": "compute#attachedDisk",
+                        "type": "PERSISTENT",
+                        "boot": disk.get("boot", False),
+                        "autoDelete": disk.get("autoDelete", False),
+                        "deviceName": disk_name,
+                        "index": index,
+                        "source": created["selfLink"],
+                    }
+                )
             instance = {
                 **body,
                 "kind": "compute#instance",
@@ -353,7 +387,8 @@ class FakeCompute:
                 "creationTimestamp": self._timestamp(),
                 "status": "PROVISIONING",
                 "zone": self._link(f"zones/{zone}"),
-                "selfLink": self._link(f"zones/{zone}/instances/{name}"),
+                "selfLink": link,
+                "disks": attached,
                 "labelFingerprint": fingerprint(body.get("labels", {})),
                 "networkInterfaces": [
                     {**nic, "name": f"nic{i}", "networkIP": self.instance_ips.get(name, self.default_ip)}
@@ -376,14 +411,23 @@ class FakeCompute:
     def _instances_delete(self, *, params: dict[str, str], query: Query, fault: Fault, **_: Any) -> Json:
         zone, name = params["zone"], params["instance"]
         self._instance(zone, name)
-        return self._mutation(
-            query,
-            "delete",
-            f"zones/{zone}/instances/{name}",
-            lambda: self.instances.pop((zone, name)),
-            fault,
-            zone=zone,
-        )
+
+        def effect() -> None:
+            instance = self.instances.pop((zone, name))
+            for attached in instance.get("disks", []):
+                key = (zone, attached.get("source", "").rsplit("/", 1)[-1])
+                if key not in self.disks:
+                    continue
+                if attached.get("autoDelete"):
+                    del self.disks[key]
+                else:
+                    self.disks[key]["users"] = [
+                        u for u in self.disks[key].get("users", []) if u != instance["selfLink"]
+                    ]
+                    if not self.disks[key]["users"]:
+                        del self.disks[key]["users"]
+
+        return self._mutation(query, "delete", f"zones/{zone}/instances/{name}", effect, fault, zone=zone)
 
     def _instances_list(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
         items = [i for (zone, _), i in sorted(self.instances.items()) if zone == params["zone"]]
@@ -408,6 +452,37 @@ class FakeCompute:
             "next": str(len(output)),
             "selfLink": instance["selfLink"] + "/serialPort",
         }
+
+    # --- disks ---------------------------------------------------------------------------------------
+
+    def _disks_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        return self._disk(params["zone"], params["disk"])
+
+    def _disks_list(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
+        items = [d for (zone, _), d in sorted(self.disks.items()) if zone == params["zone"]]
+        return self._page(query, items, "compute#diskList", f"zones/{params['zone']}/disks")
+
+    def _disks_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
+        page = self._page(query, [d for _, d in sorted(self.disks.items())], "", "aggregated/disks")
+        scoped: dict[str, Any] = {}
+        for disk in page.pop("items", []):
+            zone = disk["zone"].rsplit("/", 1)[-1]
+            scoped.setdefault(f"zones/{zone}", {"disks": []})["disks"].append(disk)
+        return {**page, "kind": "compute#diskAggregatedList", **({"items": scoped} if scoped else {})}
+
+    def _disks_delete(self, *, params: dict[str, str], query: Query, fault: Fault, **_: Any) -> Json:
+        zone, name = params["zone"], params["disk"]
+        disk = self._disk(zone, name)
+        if disk.get("users"):
+            raise ApiError(
+                400,
+                f"The disk resource '{self._path(f'zones/{zone}/disks', name)}' is already being used by "
+                f"'{disk['users'][0].removeprefix(LINK_BASE)}'",
+                "resourceInUseByAnotherResource",
+            )
+        return self._mutation(
+            query, "delete", f"zones/{zone}/disks/{name}", lambda: self.disks.pop((zone, name)), fault, zone=zone
+        )
 
     # --- instance templates --------------------------------------------------------------------------
 
@@ -533,6 +608,30 @@ class FakeCompute:
         if not members:
             raise ApiError(404, f"The resource '{self._path('global/images/family', family)}' was not found")
         return max(members, key=lambda i: datetime.datetime.fromisoformat(i["creationTimestamp"]))
+
+    def _new_disk(self, zone: str, name: str, labels: dict[str, str], source_image: str) -> dict[str, Any]:
+        disk: dict[str, Any] = {
+            "kind": "compute#disk",
+            "id": self._id(),
+            "creationTimestamp": self._timestamp(),
+            "name": name,
+            "sizeGb": "10",
+            "zone": self._link(f"zones/{zone}"),
+            "status": "READY",
+            "selfLink": self._link(f"zones/{zone}/disks/{name}"),
+            "type": self._link(f"zones/{zone}/diskTypes/pd-balanced"),
+            "labelFingerprint": fingerprint(labels),
+        }
+        if labels:
+            disk["labels"] = dict(labels)
+        if source_image:
+            disk["sourceImage"] = self._resolve_image(source_image, "sourceImage")["selfLink"]
+        return disk
+
+    def _disk(self, zone: str, name: str) -> dict[str, Any]:
+        if (zone, name) not in self.disks:
+            raise ApiError(404, f"The resource '{self._path(f'zones/{zone}/disks', name)}' was not found")
+        return self.disks[zone, name]
 
     def _instance(self, zone: str, name: str) -> dict[str, Any]:
         if (zone, name) not in self.instances:

@@ -155,6 +155,9 @@ source "googlecompute" "osquery" {
   image_labels = merge(var.image_labels, {
     input-fingerprint = substr(var.input_fingerprint, 0, 63)
     git-sha           = var.git_sha
+    # The run's labels: `invoke reap` deletes a candidate a killed run left once this expiry passes.
+    bakery-run-id  = var.run_id
+    bakery-expires = var.expires
   })
   # Builder VM: labelled with the run id and an expiry so leftovers of a killed run can be found and reaped.
   labels = merge(var.builder_labels, {
