@@ -101,6 +101,21 @@ class ImageStore(Protocol):
         ...
 
 
+def parse_state(state: str) -> DeprecationState:
+    """A deprecation state to set; ACTIVE (un-deprecating) is refused by every store."""
+    try:
+        parsed = DeprecationState(state.upper())
+    except ValueError:
+        choices = ", ".join(s.value for s in DeprecationState if s is not DeprecationState.ACTIVE)
+        raise RegistryError(f"unknown deprecation state {state!r}: use one of {choices}") from None
+    if parsed is DeprecationState.ACTIVE:
+        raise RegistryError(
+            "un-deprecating (state ACTIVE) is not supported: Compute Engine documents it inconsistently; "
+            "publish or promote a new image instead"
+        )
+    return parsed
+
+
 def parse_timestamp(value: str) -> datetime.datetime:
     """An RFC 3339 timestamp (``Z`` or offset, any sub-second precision) as an aware datetime."""
     parsed = datetime.datetime.fromisoformat(value)

@@ -41,6 +41,7 @@ from bakery.images import (
     family_head,
     in_family,
     newest_first,
+    parse_state,
     retention_plan,
     rollback_plan,
     validate_labels,
@@ -328,21 +329,6 @@ def describe_call(api: str, request: Any) -> str:
     params.sort(key=lambda item: (item[0] != "project", item[0]))
     words = [api, *(f"{key}={value}" for key, value in params)]
     return " ".join([*words, f"body={body}"] if body else words)
-
-
-def parse_state(state: str) -> DeprecationState:
-    """A deprecation state to set; ACTIVE (un-deprecating) is refused, as in the local registry."""
-    try:
-        parsed = DeprecationState(state.upper())
-    except ValueError:
-        choices = ", ".join(s.value for s in DeprecationState if s is not DeprecationState.ACTIVE)
-        raise RegistryError(f"unknown deprecation state {state!r}: use one of {choices}") from None
-    if parsed is DeprecationState.ACTIVE:
-        raise RegistryError(
-            "un-deprecating (state ACTIVE) is not supported: Compute Engine documents it inconsistently; "
-            "publish or promote a new image instead"
-        )
-    return parsed
 
 
 def to_record(image: compute_v1.Image) -> ImageRecord:

@@ -29,6 +29,7 @@ from bakery.images import (
     family_head,
     in_family,
     newest_first,
+    parse_state,
     parse_timestamp,
     retention_plan,
     rollback_plan,
@@ -125,7 +126,7 @@ class LocalRegistry:
 
     def deprecate(self, name: str, state: str, *, replacement: str | None = None) -> ImageRecord:
         """Set the deprecation state (DEPRECATED, OBSOLETE or DELETED) and optional replacement image."""
-        new_state = _parse_state(state)
+        new_state = parse_state(state)
         with self._locked():
             return self._deprecate(name, new_state, replacement)
 
@@ -208,20 +209,6 @@ class LocalRegistry:
         if newest is not None and now <= newest:
             now = newest + datetime.timedelta(microseconds=1)
         return now.isoformat(timespec="microseconds")
-
-
-def _parse_state(state: str) -> DeprecationState:
-    try:
-        parsed = DeprecationState(state.upper())
-    except ValueError:
-        choices = ", ".join(s.value for s in DeprecationState if s is not DeprecationState.ACTIVE)
-        raise RegistryError(f"unknown deprecation state {state!r}: use one of {choices}") from None
-    if parsed is DeprecationState.ACTIVE:
-        raise RegistryError(
-            "un-deprecating (state ACTIVE) is not supported: Compute Engine documents it inconsistently; "
-            "publish or promote a new image instead"
-        )
-    return parsed
 
 
 def _record_to_json(record: ImageRecord) -> dict[str, Any]:

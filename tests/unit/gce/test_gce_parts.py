@@ -9,8 +9,8 @@ from google.cloud import compute_v1
 
 from bakery.errors import ConfigError, RegistryError
 from bakery.gce.client import ComputeClients, OperationFailed, check_operation, resolve_endpoint
-from bakery.gce.store import describe_call, parse_state, to_record
-from bakery.images import DeprecationState
+from bakery.gce.store import describe_call, to_record
+from bakery.images import DeprecationState, parse_state
 
 LINK = "https://www.googleapis.com/compute/v1/projects/p-1234/global/images/"
 
