@@ -230,14 +230,16 @@ def plan(spec: BuildSpec, target: Target) -> list[str]:
     store = target.store
     head = head_or_none(store, spec.family)
     doomed = retention_plan(store.list(spec.family), spec.family, spec.env.retention.keep)
+    name = image_name(spec.family, datetime.datetime.now(datetime.UTC), git_sha())
     return [
         f"environment {spec.env_name}, variant {spec.variant_name}, artifact source {spec.artifact_source}",
         f"render into {spec.build_dir}",
         "validate: packer validate + packer fmt -check; lint osquery.conf, packs, Fluentd and rsyslog snippets",
         *target.plan(spec.build_dir),
         f"packer build -machine-readable -force -var-file={render.VARS_FILE} {render.TEMPLATE_FILE} "
-        f"(image name {image_name(spec.family, datetime.datetime.now(datetime.UTC), git_sha())})",
+        f"(candidate {target.candidate_name(name)})",
         f"boot the baked image and run {spec.image_suite} over SSH; publish only if every test passes",
+        f"publish as {name}",
         f"publish into family {spec.family} (current head: {head.name if head else 'none'})",
         f"retention keep {spec.env.retention.keep}: would delete {', '.join(r.name for r in doomed) or 'nothing'}",
     ]
