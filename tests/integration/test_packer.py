@@ -14,6 +14,7 @@ import pytest
 
 from bakery.errors import PackerError
 from bakery.packer import Packer, artifact_ids, detect_version, parse_line
+from bakery.proc import pid_alive
 
 FILE_TEMPLATE = """
 variable "greeting" {
@@ -97,7 +98,11 @@ def test_failed_build_carries_exit_code_and_tail(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_packer_and_its_children(tmp_path: Path, signum: int, code: int) -> None:
-    template = write(tmp_path, FILE_TEMPLATE.replace("echo provisioned, with a comma", "echo started; sleep 300"))
+    pidfile = tmp_path / "sleeper.pid"
+    template = write(
+        tmp_path,
+        FILE_TEMPLATE.replace("echo provisioned, with a comma", f"echo $$ > {pidfile}; echo started; exec sleep 300"),
+    )
     script = tmp_path / "run.py"
     script.write_text(
         textwrap.dedent(
@@ -130,13 +135,15 @@ def test_signal_stops_packer_and_its_children(tmp_path: Path, signum: int, code:
     proc.send_signal(signum)
     assert proc.wait(timeout=60) == code
     assert time.monotonic() - start < 30
-    leftovers = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True, check=False)
-    assert leftovers.stdout.strip() == "", f"left running: {leftovers.stdout}"
+    assert not pid_alive(int(pidfile.read_text())), "Packer's provisioner process was left running"
     assert os.path.exists(template)
 
 
 def test_timeout_stops_packer_and_its_children(tmp_path: Path) -> None:
-    template = write(tmp_path, FILE_TEMPLATE.replace("echo provisioned, with a comma", "sleep 301"))
+    pidfile = tmp_path / "sleeper.pid"
+    template = write(
+        tmp_path, FILE_TEMPLATE.replace("echo provisioned, with a comma", f"echo $$ > {pidfile}; exec sleep 301")
+    )
     start = time.monotonic()
     with pytest.raises(PackerError) as info:
         Packer(template, variables={"greeting": "hi"}).build(timeout=3)
@@ -144,5 +151,4 @@ def test_timeout_stops_packer_and_its_children(tmp_path: Path) -> None:
     assert "packer build (after 3s) timed out" in info.value.message
     assert time.monotonic() - start < 30
     time.sleep(0.5)
-    leftovers = subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True, text=True, check=False)
-    assert leftovers.stdout.strip() == "", f"left running: {leftovers.stdout}"
+    assert not pid_alive(int(pidfile.read_text())), "Packer's provisioner process was left running"
