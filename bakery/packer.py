@@ -110,13 +110,20 @@ class Packer:
             argv.append(f"-var-file={self.var_file.name}")
         return [*argv, self.template.name]
 
-    def version(self) -> tuple[int, int, int]:
-        """The detected Packer version as a tuple."""
-        return detect_version(self.exec_path)
-
     def validate(self, timeout: float) -> None:
         """``packer validate``; raise PackerError with Packer's own message on failure."""
-        self._run_checked(["validate"], timeout)
+        argv = self._argv("validate")
+        client = self._client(_timeout=timeout)
+        # python-packer's validate() swallows the error text; run its baked command so sh raises instead.
+        client.packer_cmd = client.packer.validate
+        client._append_base_arguments()
+        client._add_opt(client.packerfile)
+        try:
+            client.packer_cmd()
+        except sh.ErrorReturnCode as exc:
+            raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), "packer validate") from None
+        except sh.TimeoutException:
+            raise PackerError(argv, None, "", f"packer validate (after {timeout:.0f}s)") from None
 
     def fmt_check(self, timeout: float) -> None:
         """``packer fmt -check`` on the template: fails when the rendered HCL is not canonically formatted."""
@@ -135,20 +142,6 @@ class Packer:
             raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), "packer fmt -check") from None
         except sh.TimeoutException:
             raise PackerError(argv, None, "", "packer fmt -check") from None
-
-    def _run_checked(self, args: list[str], timeout: float) -> None:
-        argv = self._argv(*args)
-        client = self._client(_timeout=timeout)
-        # python-packer's validate() swallows the error text; run its baked command so sh raises instead.
-        client.packer_cmd = client.packer.validate
-        client._append_base_arguments()
-        client._add_opt(client.packerfile)
-        try:
-            client.packer_cmd()
-        except sh.ErrorReturnCode as exc:
-            raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), f"packer {args[0]}") from None
-        except sh.TimeoutException:
-            raise PackerError(argv, None, "", f"packer {args[0]} (after {timeout:.0f}s)") from None
 
     def build(
         self,

@@ -84,6 +84,8 @@ class BakeReport:
     head: ImageRecord | None = None
     deleted: list[str] = field(default_factory=list)
     manifest: Path | None = None
+    git_sha: str = "nogit"
+    packer_version: tuple[int, int, int] = (0, 0, 0)
 
 
 def git_sha(root: Path = render.PROJECT_ROOT) -> str:
@@ -129,15 +131,16 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
             "packages (no real agent). Set environments.<env>.artifacts.source to 'upstream' or 'mirror' "
             "for real packages."
         )
+    report.git_sha, report.packer_version = git_sha(), detect_version()
     with phase(report, "render", say):
-        rendered = render.render(spec, detect_version())
+        rendered = render.render(spec, report.packer_version)
         report.fingerprint = rendered.fingerprint
         say(f"rendered {rendered.directory} (fingerprint {rendered.fingerprint[:16]})")
     with phase(report, "validate", say), tempfile.TemporaryDirectory(prefix="bakery-validate-") as scratch:
         validate_rendered(rendered, config.timeouts.packer_validate, Path(scratch))
     with phase(report, "prepare", say):
         variables = target.prepare(rendered, say)
-    report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), git_sha())
+    report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), report.git_sha)
     packer_name = target.candidate_name(report.image_name)
     variables |= {"image_name": packer_name, "input_fingerprint": rendered.fingerprint}
     candidate = target.output(rendered, packer_name)
@@ -166,7 +169,7 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
             labels = {
                 **render.image_labels(spec),
                 "input-fingerprint": render.fingerprint_label(rendered.fingerprint),
-                "git-sha": label_value(git_sha()),
+                "git-sha": label_value(report.git_sha),
             }
             report.published = target.publish(
                 candidate,
@@ -205,8 +208,8 @@ def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path)
         "stand_in": report.spec.artifact_source == "stand-in",
         "input_fingerprint": rendered.fingerprint,
         "bakery_version": __version__,
-        "git_sha": git_sha(),
-        "packer_version": ".".join(str(p) for p in detect_version()),
+        "git_sha": report.git_sha,
+        "packer_version": ".".join(str(p) for p in report.packer_version),
         "packages": dict(zip(("osquery", "fluent-package"), package_versions(report.spec), strict=True)),
         "tests": None
         if outcome is None

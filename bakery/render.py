@@ -303,7 +303,7 @@ def render(spec: BuildSpec, packer_version: tuple[int, int, int]) -> Rendered:
         _replace_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty_parents(final.parent, spec.build_dir.parent.parent)
+        _remove_empty_dirs(final.parent, final.parent.parent)
         raise
     return Rendered(spec, final, value)
 
@@ -320,9 +320,9 @@ def _replace_dir(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _remove_empty_parents(directory: Path, stop: Path) -> None:
-    while directory != stop and directory.is_dir() and not any(directory.iterdir()):
-        directory.rmdir()
-        directory = directory.parent
-    if directory == stop and directory.is_dir() and not any(directory.iterdir()):
+def _remove_empty_dirs(*directories: Path) -> None:
+    """Remove each directory in turn (innermost first) while it is empty: a failed render leaves no trace."""
+    for directory in directories:
+        if not directory.is_dir() or any(directory.iterdir()):
+            return
         directory.rmdir()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -11,7 +10,8 @@ from pathlib import Path
 
 from bakery import imagefiles, lint, render
 from bakery.config import BuildSpec, Settings
-from bakery.errors import LintError, ToolMissingError
+from bakery.errors import LintError
+from bakery.local.ssh import generate_key
 from bakery.packer import Packer, detect_version
 
 
@@ -26,17 +26,8 @@ class Checked:
 def _throwaway_key(directory: Path) -> Path:
     """An SSH key that exists only so Packer's qemu Prepare step can parse one (never used to connect)."""
     key = directory / "validate_ed25519"
-    if key.exists():
-        return key
-    try:
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bakery-validate", "-f", str(key)],
-            check=True,
-            timeout=30,
-            capture_output=True,
-        )
-    except FileNotFoundError:
-        raise ToolMissingError("ssh-keygen is not installed: run `apt-get install openssh-client`") from None
+    if not key.exists():
+        generate_key(key, "bakery-validate")
     return key
 
 

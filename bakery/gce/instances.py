@@ -163,20 +163,6 @@ def instance_address(instance: compute_v1.Instance, *, external: bool) -> str:
     return str(nic.network_i_p)
 
 
-def generate_key(path: Path, comment: str, *, timeout: float = 30.0) -> Path:
-    """A new ed25519 key pair at ``path`` (no passphrase); returns the public key's path."""
-    proc.require_tools({"ssh-keygen": "openssh-client"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (path, path.with_name(path.name + ".pub")):
-        stale.unlink(missing_ok=True)
-    proc.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        timeout=timeout,
-        what="ssh-keygen",
-    )
-    return path.with_name(path.name + ".pub")
-
-
 def wait_for_ssh(config: Path, alias: str, *, timeout: float, interval: float = 2.0) -> float:
     """Poll ``ssh -F config alias true`` until it succeeds; return the seconds it took, or raise VMError."""
     started = time.monotonic()

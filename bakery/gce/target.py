@@ -175,7 +175,7 @@ class GceTarget:
             say(f"WARNING: {candidate} is in family {image.family!r}, not {self.spec.candidate_family!r}")
         self.images.set_labels(candidate, {**image.labels, **run_labels})
         key = run_dir / "ssh" / "id_ed25519"
-        pubkey = gce_instances.generate_key(key, f"{TEST_USER}@{self.run_id}")
+        pubkey = ssh.generate_key(key, f"{TEST_USER}@{self.run_id}")
         name = gce_instances.instance_name(self.run_id)
         resource = instance_resource(
             name=name,

@@ -27,6 +27,7 @@ from pathlib import Path
 from bakery import proc
 from bakery.errors import VMError
 from bakery.local.files import file_lock, remove_tree, write_json_atomic
+from bakery.local.ssh import generate_key
 from bakery.local.vm import QEMU, boot_vm, qemu_accel_args
 
 SUITE = "bookworm"
@@ -253,11 +254,7 @@ def grub_install_argv(disk: Path, kernel: Path, initrd: Path, serial_log: Path) 
 def _build(tmp: Path, key: str, deadline: proc.Deadline, log: Callable[[str], None], mirror: str) -> None:
     started = time.monotonic()
     ssh_key = tmp / "id_ed25519"
-    proc.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bakery-build", "-f", str(ssh_key)],
-        timeout=30,
-        what="ssh-keygen",
-    )
+    generate_key(ssh_key, "bakery-build")
     customize = tmp / "customize.sh"
     customize.write_text(CUSTOMIZE_SCRIPT)
     rootfs = tmp / "rootfs"

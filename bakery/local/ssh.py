@@ -15,6 +15,20 @@ from bakery.errors import CommandError
 MAX_CONTROL_PATH = 80
 
 
+def generate_key(path: Path, comment: str, *, timeout: float = 30.0) -> Path:
+    """A new ed25519 key pair at ``path`` (no passphrase); returns the public key's path."""
+    proc.require_tools({"ssh-keygen": "openssh-client"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (path, path.with_name(path.name + ".pub")):
+        stale.unlink(missing_ok=True)
+    proc.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        timeout=timeout,
+        what="ssh-keygen",
+    )
+    return path.with_name(path.name + ".pub")
+
+
 def control_path_for(workdir: Path) -> tuple[Path, Path | None]:
     """A ControlPath in ``workdir`` if short enough, else in a new short dir under /tmp (returned too,
     so the caller can remove it)."""
