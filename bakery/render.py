@@ -25,8 +25,6 @@ from bakery.local.baseimage import content_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT_ROOT / "templates"
-PROVISION = PROJECT_ROOT / "provision"
-PACKS = PROJECT_ROOT / "packs"
 
 TEMPLATE_FILE = "image.pkr.hcl"
 VARS_FILE = "variables.pkrvars.hcl"
@@ -47,6 +45,7 @@ class Rendered:
     spec: BuildSpec
     directory: Path
     fingerprint: str
+    source_image: str
 
     @property
     def template(self) -> Path:
@@ -93,9 +92,9 @@ def provision_env(spec: BuildSpec) -> dict[str, str]:
     }
 
 
-def provision_scripts() -> list[Path]:
-    """The provisioning scripts, in the order Packer runs them."""
-    return sorted(PROVISION.glob("*.sh"))
+def provision_scripts(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The provisioning scripts of the project at ``root``, in the order Packer runs them."""
+    return sorted((root / "provision").glob("*.sh"))
 
 
 def image_labels(spec: BuildSpec) -> dict[str, str]:
@@ -118,7 +117,7 @@ def packer_vars(spec: BuildSpec) -> dict[str, Any]:
     common: dict[str, Any] = {
         "artifact_source": spec.artifact_source,
         "provision_env": [f"{k}={v}" for k, v in sorted(env.items())],
-        "provision_scripts": [f"provision/{p.name}" for p in provision_scripts()],
+        "provision_scripts": [f"provision/{p.name}" for p in provision_scripts(spec.project_root)],
         "ssh_username": spec.variant.ssh_username,
         "ssh_timeout": "10m",
     }
@@ -169,7 +168,7 @@ def runtime_vars(spec: BuildSpec) -> dict[str, str]:
             "ssh_private_key_file": "/dev/null",
             "output_directory": "output",
         }
-    return {**common, "run_id": "validate", "expires": "0", "git_sha": "unknown"}
+    return {**common, "run_id": "validate", "expires": "0", "git_sha": "unknown", "source_image": ""}
 
 
 def _hcl_type(value: Any) -> str:
@@ -202,7 +201,7 @@ def packer_template(spec: BuildSpec, packer_version: tuple[int, int, int]) -> tu
         "variable_types": types,
         "required_plugins": PLUGINS[spec.env.target] if packer_version >= (1, 7, 0) else {},
     }
-    template = _render_file(jinja_env(), f"packer/{spec.env.target}.pkr.hcl.j2", context)
+    template = _render_file(jinja_env(spec.project_root / "templates"), f"packer/{spec.env.target}.pkr.hcl.j2", context)
     width = max(len(k) for k in values)
     var_file = "".join(f"{k.ljust(width)} = {to_hcl(values[k])}\n" for k in sorted(values))
     return template, var_file
@@ -228,16 +227,17 @@ def image_context(spec: BuildSpec) -> dict[str, Any]:
 
 
 def _render_image_files(spec: BuildSpec, dest: Path) -> None:
-    env = jinja_env(TEMPLATES)
+    templates = spec.project_root / "templates"
+    env = jinja_env(templates)
     context = image_context(spec)
-    root = TEMPLATES / "image"
+    root = templates / "image"
     for source in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = source.relative_to(root)
         target = dest / (str(rel)[: -len(".j2")] if rel.suffix == ".j2" else rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_render_file(env, f"image/{rel}", context))
     for pack in spec.config.osquery.packs:
-        source = PACKS / f"{pack}.conf"
+        source = spec.project_root / "packs" / f"{pack}.conf"
         if not source.is_file():
             raise ConfigError(
                 f"bakery.osquery.packs names {pack!r} but packs/{pack}.conf does not exist: "
@@ -261,14 +261,18 @@ def _tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def fingerprint(spec: BuildSpec, files: Mapping[str, str]) -> str:
+def default_source_image(spec: BuildSpec) -> str:
+    """The source image as known without asking anyone: the local base image's recipe key, or the public
+    family (a bake resolves the family to its current image first, see ``Target.source_image``)."""
+    if spec.env.target == "local":  # the local base image is ours: its recipe is an input
+        return f"local-base/{content_key()}"
+    return f"{spec.variant.source_image_project}/{spec.variant.source_image_family}"
+
+
+def fingerprint(spec: BuildSpec, files: Mapping[str, str], source_image: str) -> str:
     """sha256 over everything that determines the image (files, scripts, source image, artifact versions)."""
     digest = hashlib.sha256()
     osquery_version, fluent_version = package_versions(spec)
-    if spec.env.target == "local":  # the local base image is ours: its recipe is an input
-        source_image = f"local-base/{content_key()}"
-    else:
-        source_image = f"{spec.variant.source_image_project}/{spec.variant.source_image_family}"
     for line in (
         f"source-image {source_image}",
         f"artifact-source {spec.artifact_source}",
@@ -281,8 +285,11 @@ def fingerprint(spec: BuildSpec, files: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
-def render(spec: BuildSpec, packer_version: tuple[int, int, int]) -> Rendered:
-    """Render ``spec`` into its build directory atomically and return it with its fingerprint."""
+def render(spec: BuildSpec, packer_version: tuple[int, int, int], source_image: str | None = None) -> Rendered:
+    """Render ``spec`` into its build directory atomically and return it with its fingerprint.
+
+    ``source_image``: the exact source image the bake will start from (``Target.source_image``); without
+    it, :func:`default_source_image` (the public family, unresolved) goes into the fingerprint."""
     final = spec.build_dir
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.variant_name}.", dir=final.parent))
@@ -291,21 +298,24 @@ def render(spec: BuildSpec, packer_version: tuple[int, int, int]) -> Rendered:
         (staging / TEMPLATE_FILE).write_text(template)
         (staging / VARS_FILE).write_text(var_file)
         (staging / "provision").mkdir()
-        for script in provision_scripts():
+        for script in provision_scripts(spec.project_root):
             shutil.copyfile(script, staging / "provision" / script.name)
         _render_image_files(spec, staging / "files")
         (staging / "artifacts").mkdir()
         artifacts.stage_artifacts(spec, staging / "artifacts")
         (staging / EXPECTATIONS_FILE).write_text(to_json(imagefiles.expectations(spec)) + "\n")
         files = _tree_digest(staging)
-        value = fingerprint(spec, files)
-        (staging / FINGERPRINT_FILE).write_text(to_json({"fingerprint": value, "files": files}) + "\n")
+        source = source_image or default_source_image(spec)
+        value = fingerprint(spec, files, source)
+        (staging / FINGERPRINT_FILE).write_text(
+            to_json({"fingerprint": value, "source_image": source, "files": files}) + "\n"
+        )
         _replace_dir(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty_dirs(final.parent, final.parent.parent)
         raise
-    return Rendered(spec, final, value)
+    return Rendered(spec, final, value, source)
 
 
 def _replace_dir(staging: Path, final: Path) -> None:

@@ -2,8 +2,10 @@
 
 Implemented subset (routes come from the official discovery document, see ``discovery.py``): images
 insert/get/list/getFromFamily/deprecate/delete/setLabels; instances insert/get/delete/list/aggregatedList/
-getSerialPortOutput; globalOperations and zoneOperations get/wait; instanceTemplates get/list (seeded by
-tests). Google's semantics where this project depends on them: name and label validation (400 invalid),
+getSerialPortOutput; globalOperations and zoneOperations get/wait; instanceTemplates get/list/aggregatedList
+and instanceGroupManagers aggregatedList (seeded by tests, zonal or regional); public images of other projects
+(``seed_public_image``: images.get/getFromFamily/list only, as for debian-cloud; anything else there is a 403).
+Google's semantics where this project depends on them: name and label validation (400 invalid),
 404 notFound / 409 alreadyExists / 412 conditionNotMet error bodies, label fingerprints, list filters
 (``name``/``family``/``labels.KEY`` equality only; anything else is a 400), ``maxResults`` + ``pageToken``
 paging, ``requestId`` deduplication (same id: same operation, no second effect), operations that finish
@@ -34,7 +36,7 @@ import re
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,11 +68,13 @@ REASONS = {
 METHODS = {
     "images": ("insert", "get", "list", "getFromFamily", "deprecate", "delete", "setLabels"),
     "instances": ("insert", "get", "delete", "list", "aggregatedList", "getSerialPortOutput"),
-    "instanceTemplates": ("get", "list"),
+    "instanceTemplates": ("get", "list", "aggregatedList"),
+    "instanceGroupManagers": ("aggregatedList",),
     "disks": ("get", "list", "aggregatedList", "delete"),
     "globalOperations": ("get", "wait"),
     "zoneOperations": ("get", "wait"),
 }
+PUBLIC_READS = {"compute.images.get", "compute.images.getFromFamily", "compute.images.list"}
 
 
 class ApiError(Exception):
@@ -130,6 +134,8 @@ class FakeCompute:
     instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     disks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    migs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (zones/Z or regions/R, name)
+    public_images: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # project -> name -> image
     operations: dict[str, _Operation] = field(default_factory=dict)
     request_ids: dict[str, str] = field(default_factory=dict)
     instance_ips: dict[str, str] = field(default_factory=dict)
@@ -176,22 +182,59 @@ class FakeCompute:
             self.images[name] = image
             return image
 
-    def seed_template(self, name: str, source_image: str) -> dict[str, Any]:
-        """Add a global instance template whose boot disk is created from ``source_image``."""
+    def seed_public_image(
+        self, project: str, name: str, family: str, *, deprecated: bool = False, labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Add an image to another (public) project, e.g. ``debian-cloud``; only readable from here."""
         with self.lock:
+            image = self._new_image(name, {"name": name, "family": family, "labels": labels or {}})
+            image["selfLink"] = f"{LINK_BASE}projects/{project}/global/images/{name}"
+            if deprecated:
+                image["deprecated"] = {"state": "DEPRECATED"}
+            self.public_images.setdefault(project, {})[name] = image
+            return image
+
+    def seed_template(self, name: str, source_image: str, *, region: str = "") -> dict[str, Any]:
+        """Add an instance template (global, or regional with ``region``) whose boot disk is created from
+        ``source_image``."""
+        with self.lock:
+            scope = f"regions/{region}" if region else "global"
             template = {
                 "kind": "compute#instanceTemplate",
                 "id": self._id(),
                 "name": name,
                 "creationTimestamp": self._timestamp(),
-                "selfLink": self._link(f"global/instanceTemplates/{name}"),
+                "selfLink": self._link(f"{scope}/instanceTemplates/{name}"),
                 "properties": {
                     "machineType": "e2-small",
                     "disks": [{"boot": True, "autoDelete": True, "initializeParams": {"sourceImage": source_image}}],
                 },
             }
+            if region:
+                template["region"] = self._link(scope)
             self.templates[name] = template
             return template
+
+    def seed_mig(self, name: str, template: str, *, zone: str = "", region: str = "", size: int = 2) -> dict[str, Any]:
+        """Add a managed instance group (zonal or regional) whose instances are created from ``template``
+        (a template name of this fake)."""
+        with self.lock:
+            scope = f"zones/{zone}" if zone else f"regions/{region}"
+            link = self.templates[template]["selfLink"]
+            mig = {
+                "kind": "compute#instanceGroupManager",
+                "id": self._id(),
+                "name": name,
+                "creationTimestamp": self._timestamp(),
+                "selfLink": self._link(f"{scope}/instanceGroupManagers/{name}"),
+                "baseInstanceName": name,
+                "instanceTemplate": link,
+                "versions": [{"instanceTemplate": link, "targetSize": {"fixed": size, "calculated": size}}],
+                "targetSize": size,
+                ("zone" if zone else "region"): self._link(scope),
+            }
+            self.migs[scope, name] = mig
+            return mig
 
     def seed_disk(self, zone: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
         """Add a detached disk (e.g. one a killed Packer run left behind)."""
@@ -256,9 +299,13 @@ class FakeCompute:
                 return 200, dict(self.operations[self.request_ids[request_id]].resource), fault.delay
             params = {k: urllib.parse.unquote(v) for k, v in match.groupdict().items()}
             try:
-                if params.pop("project") != self.project:
+                project = params.pop("project")
+                if project == self.project:
+                    response = handler(params=params, query=query, body=body, fault=fault)
+                elif project in self.public_images and method.id in PUBLIC_READS:
+                    response = self._public_read(project, method.id, params, query)
+                else:
                     raise ApiError(403, f"fake: only project {self.project} exists", "forbidden")
-                response = handler(params=params, query=query, body=body, fault=fault)
             except ApiError as exc:
                 return exc.code, exc.body(), fault.delay
             except Exception as exc:  # noqa: BLE001 - a bug in the fake: fail the test loudly, not as a 5xx
@@ -302,6 +349,17 @@ class FakeCompute:
 
     def _images_getfromfamily(self, *, params: dict[str, str], **_: Any) -> Json:
         return self._family_head(params["family"])
+
+    def _public_read(self, project: str, method: str, params: dict[str, str], query: Query) -> Json:
+        images = self.public_images[project]
+        if method == "compute.images.list":
+            page = self._page(query, sorted(images.values(), key=lambda i: i["name"]), "compute#imageList", "")
+            return {**page, "id": f"projects/{project}/global/images", "selfLink": f"{LINK_BASE}projects/{project}"}
+        if method == "compute.images.get":
+            if params["image"] not in images:
+                raise ApiError(404, f"The resource 'projects/{project}/global/images/{params['image']}' was not found")
+            return images[params["image"]]
+        return self._family_head(params["family"], images.values(), project)
 
     def _images_deprecate(self, *, params: dict[str, str], query: Query, body: dict[str, Any], fault: Fault) -> Json:
         image = self._image(params["image"])
@@ -493,8 +551,27 @@ class FakeCompute:
         return self.templates[name]
 
     def _instancetemplates_list(self, *, query: Query, **_: Any) -> Json:
-        items = sorted(self.templates.values(), key=lambda t: t["name"])
+        items = sorted((t for t in self.templates.values() if "region" not in t), key=lambda t: t["name"])
         return self._page(query, items, "compute#instanceTemplateList", "global/instanceTemplates")
+
+    def _instancetemplates_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
+        items = sorted(self.templates.values(), key=lambda t: t["name"])
+        page = self._page(query, items, "", "aggregated/instanceTemplates")
+        scoped: dict[str, Any] = {}
+        for template in page.pop("items", []):
+            scope = "regions/" + template["region"].rsplit("/", 1)[-1] if "region" in template else "global"
+            scoped.setdefault(scope, {"instanceTemplates": []})["instanceTemplates"].append(template)
+        return {**page, "kind": "compute#instanceTemplateAggregatedList", **({"items": scoped} if scoped else {})}
+
+    # --- managed instance groups ---------------------------------------------------------------------
+
+    def _instancegroupmanagers_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
+        page = self._page(query, [m for _, m in sorted(self.migs.items())], "", "aggregated/instanceGroupManagers")
+        scoped: dict[str, Any] = {}
+        for mig in page.pop("items", []):
+            scope = "/".join((mig.get("zone") or mig["region"]).rsplit("/", 2)[-2:])
+            scoped.setdefault(scope, {"instanceGroupManagers": []})["instanceGroupManagers"].append(mig)
+        return {**page, "kind": "compute#instanceGroupManagerAggregatedList", **({"items": scoped} if scoped else {})}
 
     # --- operations ----------------------------------------------------------------------------------
 
@@ -603,10 +680,14 @@ class FakeCompute:
             raise ApiError(404, f"The resource '{self._path('global/images', name)}' was not found")
         return self.images[name]
 
-    def _family_head(self, family: str) -> dict[str, Any]:
-        members = [i for i in self.images.values() if i.get("family") == family and "deprecated" not in i]
+    def _family_head(
+        self, family: str, images: Iterable[dict[str, Any]] | None = None, project: str = ""
+    ) -> dict[str, Any]:
+        pool = self.images.values() if images is None else images
+        members = [i for i in pool if i.get("family") == family and "deprecated" not in i]
         if not members:
-            raise ApiError(404, f"The resource '{self._path('global/images/family', family)}' was not found")
+            where = f"projects/{project or self.project}/global/images/family/{family}"
+            raise ApiError(404, f"The resource '{where}' was not found")
         return max(members, key=lambda i: datetime.datetime.fromisoformat(i["creationTimestamp"]))
 
     def _new_disk(self, zone: str, name: str, labels: dict[str, str], source_image: str) -> dict[str, Any]:

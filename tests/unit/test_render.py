@@ -14,6 +14,7 @@ from bakery import cli, render
 from bakery.config import BuildSpec, Settings
 from bakery.encode import label_value, to_hcl, to_json, to_sh
 from bakery.errors import ConfigError, RenderError
+from tests.support import build_in
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "packer"
 UPDATE = os.environ.get("BAKERY_UPDATE_GOLDEN") == "1"
@@ -26,7 +27,7 @@ def settings() -> Settings:
 
 
 def in_tmp(spec: BuildSpec, tmp_path: Path) -> BuildSpec:
-    return replace(spec, project_root=tmp_path)
+    return build_in(spec, tmp_path)
 
 
 def check_golden(name: str, text: str) -> None:

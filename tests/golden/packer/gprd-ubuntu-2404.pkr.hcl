@@ -94,6 +94,10 @@ variable "service_account_email" {
   type = string
 }
 
+variable "source_image" {
+  type = string
+}
+
 variable "source_image_family" {
   type = string
 }
@@ -128,10 +132,13 @@ variable "zone" {
 
 
 
+# The bake pins the exact source image it resolved from the public family (it is part of the input
+# fingerprint); the family itself is used only when none was given (e.g. packer validate).
 source "googlecompute" "osquery" {
   project_id              = var.project_id
   zone                    = var.zone
-  source_image_family     = var.source_image_family
+  source_image            = var.source_image
+  source_image_family     = var.source_image == "" ? var.source_image_family : ""
   source_image_project_id = [var.source_image_project]
   machine_type            = var.machine_type
   network                 = var.network

@@ -161,7 +161,14 @@ class Bed(NamedTuple):
 
 @pytest.fixture
 def bed(fake: FakeCompute, clients: ComputeClients, spec: BuildSpec, tmp_path: Path, say: Say) -> Bed:
-    return Bed(fake, clients, spec, render.Rendered(spec, tmp_path / "rendered", "f" * 64), tmp_path, say)
+    return Bed(
+        fake,
+        clients,
+        spec,
+        render.Rendered(spec, tmp_path / "rendered", "f" * 64, "debian-cloud/debian-12"),
+        tmp_path,
+        say,
+    )
 
 
 def names() -> tuple[str, str]:

@@ -137,7 +137,10 @@ def test_the_test_stage_runs_testinfra_over_ssh_and_deletes_the_instance(
     started = time.monotonic()
     try:
         outcome = target.test(
-            render.Rendered(spec, tmp_path / "rendered", "f" * 64), candidate, tmp_path / "run", print
+            render.Rendered(spec, tmp_path / "rendered", "f" * 64, "debian-cloud/debian-12"),
+            candidate,
+            tmp_path / "run",
+            print,
         )
     finally:
         agent.stop.set()

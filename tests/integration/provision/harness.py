@@ -23,11 +23,12 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from bakery import cli, render
 from bakery.config import BuildSpec
+from tests.support import build_in
 
 PROJECT = Path(__file__).resolve().parents[3]
 CACHE = Path("/var/tmp/bakery-test-rootfs")
@@ -124,7 +125,7 @@ def fresh_root(dest: Path) -> Root:
 def local_spec(tmp: Path) -> BuildSpec:
     """The local (stand-in) build spec of the project's own configuration, building under ``tmp``."""
     spec = cli.project_settings().specs("local")[0]
-    return replace(spec, project_root=tmp)
+    return build_in(spec, tmp)
 
 
 def rendered(spec: BuildSpec) -> Path:

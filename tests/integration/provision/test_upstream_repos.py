@@ -19,6 +19,7 @@ from harness import Root
 
 from bakery import cli, render, standin
 from bakery.config import BuildSpec
+from tests.support import build_in
 
 
 def _gpg(home: Path, *args: str) -> str:
@@ -62,7 +63,7 @@ def _upstream_spec(tmp: Path) -> BuildSpec:
     )
     fluentd = config.fluentd.model_copy(update={"repo_url": "file:/srv/vendor/fluent"})
     config = config.model_copy(update={"osquery": osquery, "fluentd": fluentd})
-    return replace(spec, config=config, project_root=tmp)
+    return build_in(replace(spec, config=config), tmp)
 
 
 def _debs(tmp: Path, spec: BuildSpec, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:

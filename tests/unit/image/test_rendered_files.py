@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from bakery import cli, imagefiles, render
 from bakery.config import BuildSpec
 from bakery.lint.fluentd import lint_fluentd
+from tests.support import build_in
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "image"
 UPDATE = os.environ.get("BAKERY_UPDATE_GOLDEN") == "1"
@@ -22,7 +22,7 @@ SPECS = [("local", "debian-12"), ("gstg", "ubuntu-2404"), ("gprd", "ubuntu-2204"
 
 
 def _spec(env: str, variant: str, tmp: Path) -> BuildSpec:
-    return replace(cli.project_settings().specs(env, variant)[0], project_root=tmp)
+    return build_in(cli.project_settings().specs(env, variant)[0], tmp)
 
 
 @pytest.fixture(scope="module", params=SPECS, ids=[f"{e}-{v}" for e, v in SPECS])
@@ -59,7 +59,7 @@ def test_rendered_files_match_golden(built: tuple[BuildSpec, Path]) -> None:
 
 def test_rendering_is_deterministic(built: tuple[BuildSpec, Path], tmp_path: Path) -> None:
     spec, build = built
-    again = render.render(replace(spec, project_root=tmp_path), (1, 6, 6))
+    again = render.render(build_in(spec, tmp_path), (1, 6, 6))
     assert json.loads((again.directory / "fingerprint.json").read_text()) == json.loads(
         (build / "fingerprint.json").read_text()
     )
@@ -142,7 +142,7 @@ def test_shell_files_pass_shellcheck(built: tuple[BuildSpec, Path]) -> None:
 
 
 def test_provision_scripts_pass_shellcheck() -> None:
-    scripts = sorted(str(p) for p in render.PROVISION.glob("*.sh"))
+    scripts = sorted(str(p) for p in (render.PROJECT_ROOT / "provision").glob("*.sh"))
     assert len(scripts) >= 7
     proc = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout
