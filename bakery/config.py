@@ -58,6 +58,7 @@ RESERVED_LABELS = frozenset(
         "bakery-expires",
         "bakery-failed",
         "test-report",
+        "manifest-sha256",
     }
 )
 

@@ -71,6 +71,14 @@ class RegistryError(BakeryError):
     """A family/registry operation was refused or failed (local registry or GCE)."""
 
 
+class ProvenanceError(BakeryError):
+    """A manifest is missing, unreadable or not ours (``invoke diff``)."""
+
+
+class NightlyFailed(BakeryError):
+    """A nightly run finished and at least one variant failed (the report says which and why)."""
+
+
 class Interrupted(BakeryError):
     """SIGINT/SIGTERM arrived; cleanup ran. exit_code is 128 + signal number."""
 

@@ -7,7 +7,6 @@ Nothing is published unless every image test passed.
 from __future__ import annotations
 
 import datetime
-import json
 import subprocess
 import tempfile
 import time
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bakery import __version__, render
+from bakery import __version__, provenance, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
 from bakery.errors import ImageTestError, RegistryError
@@ -28,13 +27,21 @@ from bakery.packer import Packer, PackerEvent, detect_version
 from bakery.validate import validate_rendered
 
 Say = Callable[[str], None]
-MANIFEST_FILE = "bakery-manifest.json"
 
 
 class Target(Protocol):
     """What the pipeline needs from a target (local QEMU today, GCE next)."""
 
     store: ImageStore
+
+    def source_image(self, say: Say) -> str:
+        """The exact image the bake starts from (GCE: the public family resolved now; local: the base
+        image's recipe key), the same for every call on this target."""
+        ...
+
+    def consumers(self, family: str) -> list[str]:
+        """One line per instance template or managed instance group booting from ``family``."""
+        ...
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
         """Get ready to bake; return the runtime Packer variables (base image, accelerator, …)."""
@@ -78,6 +85,8 @@ class BakeReport:
     spec: BuildSpec
     image_name: str = ""
     fingerprint: str = ""
+    source_image: str = ""
+    consumers: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     outcome: TestOutcome | None = None
     published: ImageRecord | None = None
@@ -121,9 +130,29 @@ def phase(report: BakeReport, name: str, say: Say) -> Iterator[None]:
         say(f"<== {name} ({report.phases[name]:.1f} s)")
 
 
-def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | None = None) -> BakeReport:
-    """Bake, test and (only if every test passed) publish one image; then apply retention."""
-    report = BakeReport(spec)
+Builder = Callable[[render.Rendered, dict[str, str], float, Callable[[PackerEvent], None]], None]
+
+
+def packer_build(
+    rendered: render.Rendered, variables: dict[str, str], timeout: float, on_event: Callable[[PackerEvent], None]
+) -> None:
+    """The real build step: ``packer build`` of the rendered template (tests replace it on the fake API,
+    where no Packer builder can run)."""
+    Packer(rendered.template, rendered.var_file, variables).build(timeout, on_event=on_event)
+
+
+def bake(
+    spec: BuildSpec,
+    target: Target,
+    say: Say,
+    *,
+    now: datetime.datetime | None = None,
+    build: Builder = packer_build,
+    report: BakeReport | None = None,
+) -> BakeReport:
+    """Bake, test and (only if every test passed) publish one image; then apply retention. ``report`` is
+    filled in as the phases run (a caller keeps what was done when a phase fails)."""
+    report = report or BakeReport(spec)
     config = spec.config
     if spec.artifact_source == "stand-in":
         say(
@@ -133,9 +162,10 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
         )
     report.git_sha, report.packer_version = git_sha(), detect_version()
     with phase(report, "render", say):
-        rendered = render.render(spec, report.packer_version)
+        report.source_image = target.source_image(say)
+        rendered = render.render(spec, report.packer_version, report.source_image)
         report.fingerprint = rendered.fingerprint
-        say(f"rendered {rendered.directory} (fingerprint {rendered.fingerprint[:16]})")
+        say(f"rendered {rendered.directory} (source {report.source_image}, fingerprint {rendered.fingerprint[:16]})")
     with phase(report, "validate", say), tempfile.TemporaryDirectory(prefix="bakery-validate-") as scratch:
         validate_rendered(rendered, config.timeouts.packer_validate, Path(scratch))
     with phase(report, "prepare", say):
@@ -147,9 +177,7 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
     run_dir = spec.runs_dir / report.image_name
     try:
         with phase(report, "bake", say):
-            Packer(rendered.template, rendered.var_file, variables).build(
-                config.timeouts.packer_build, on_event=_progress(say)
-            )
+            build(rendered, variables, config.timeouts.packer_build, _progress(say))
         with phase(report, "test", say):
             report.outcome = target.test(rendered, candidate, run_dir, say)
         outcome = report.outcome
@@ -157,7 +185,7 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
             f"image tests: {outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
             f"{outcome.skipped} skipped (JUnit: {outcome.junit})"
         )
-        report.manifest = write_manifest(report, rendered, run_dir)
+        report.manifest = write_manifest(report, rendered, run_dir, candidate=packer_name)
         if not outcome.ok:
             failed = ", ".join(outcome.failures) or "no test passed"
             kept = target.keep(candidate, run_dir)
@@ -165,11 +193,16 @@ def bake(spec: BuildSpec, target: Target, say: Say, *, now: datetime.datetime | 
                 f"image tests failed, nothing published (family head unchanged): {failed}; JUnit: {outcome.junit}; "
                 f"the failed image is kept for inspection at {kept}"
             )
+        report.consumers = target.consumers(spec.family)
+        say(f"blast radius of {spec.family}: {len(report.consumers)} consumer(s)")
+        for line in report.consumers:
+            say(f"    {line}")
         with phase(report, "publish", say):
             labels = {
                 **render.image_labels(spec),
                 "input-fingerprint": render.fingerprint_label(rendered.fingerprint),
                 "git-sha": label_value(report.git_sha),
+                "manifest-sha256": provenance.digest_label(report.manifest),
             }
             report.published = target.publish(
                 candidate,
@@ -196,36 +229,30 @@ def _progress(say: Say) -> Callable[[PackerEvent], None]:
     return on_event
 
 
-def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path) -> Path:
-    """Provenance of one bake: inputs, versions, artifact source and the test summary."""
-    outcome = report.outcome
-    manifest = {
+def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path, *, candidate: str) -> Path:
+    """Provenance of one bake (see bakery/provenance.py), written into the run directory."""
+    spec = report.spec
+    identity = {
         "image": report.image_name,
-        "family": report.spec.family,
-        "environment": report.spec.env_name,
-        "variant": report.spec.variant_name,
-        "artifact_source": report.spec.artifact_source,
-        "stand_in": report.spec.artifact_source == "stand-in",
-        "input_fingerprint": rendered.fingerprint,
+        "candidate": candidate,
+        "family": spec.family,
+        "environment": spec.env_name,
+        "variant": spec.variant_name,
+        "artifact_source": spec.artifact_source,
+        "stand_in": spec.artifact_source == "stand-in",
         "bakery_version": __version__,
         "git_sha": report.git_sha,
         "packer_version": ".".join(str(p) for p in report.packer_version),
-        "packages": dict(zip(("osquery", "fluent-package"), package_versions(report.spec), strict=True)),
-        "tests": None
-        if outcome is None
-        else {
-            "passed": outcome.passed,
-            "failed": outcome.failed,
-            "skipped": outcome.skipped,
-            "errors": outcome.errors,
-            "failures": outcome.failures,
-            "junit": str(outcome.junit),
-        },
+        "agent_packages": dict(zip(("osquery", "fluent-package"), package_versions(spec), strict=True)),
     }
-    path = run_dir / MANIFEST_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
+    manifest = provenance.build(
+        identity=identity,
+        rendered_dir=rendered.directory,
+        fingerprint=rendered.fingerprint,
+        source_image=rendered.source_image,
+        outcome=report.outcome,
+    )
+    return provenance.write(manifest, run_dir / provenance.MANIFEST_FILE)
 
 
 def plan(spec: BuildSpec, target: Target) -> list[str]:

@@ -75,6 +75,7 @@ class ComputeClients:
     images: compute_v1.ImagesClient
     instances: compute_v1.InstancesClient
     instance_templates: compute_v1.InstanceTemplatesClient
+    instance_group_managers: compute_v1.InstanceGroupManagersClient
     disks: compute_v1.DisksClient
     global_operations: compute_v1.GlobalOperationsClient
     zone_operations: compute_v1.ZoneOperationsClient
@@ -110,6 +111,7 @@ class ComputeClients:
             images=compute_v1.ImagesClient(**kwargs),
             instances=compute_v1.InstancesClient(**kwargs),
             instance_templates=compute_v1.InstanceTemplatesClient(**kwargs),
+            instance_group_managers=compute_v1.InstanceGroupManagersClient(**kwargs),
             disks=compute_v1.DisksClient(**kwargs),
             global_operations=compute_v1.GlobalOperationsClient(**kwargs),
             zone_operations=compute_v1.ZoneOperationsClient(**kwargs),
@@ -137,13 +139,13 @@ class ComputeClients:
             request.page_token = page.next_page_token
 
     def aggregated_all(self, what: str, method: Callable[..., Any], request: Any, kind: str) -> list[tuple[str, Any]]:
-        """Every ``(zone, item)`` of a paged aggregatedList (``kind``: the scoped list's field, e.g.
-        ``instances``), one retried call per page."""
+        """Every ``(scope, item)`` of a paged aggregatedList, scope being ``zones/Z``, ``regions/R`` or
+        ``global`` (``kind``: the scoped list's field, e.g. ``instances``), one retried call per page."""
         found: list[tuple[str, Any]] = []
         while True:
             page = self.call(what, method, request)
             for scope, scoped in page.items.items():
-                found.extend((scope.rsplit("/", 1)[-1], item) for item in getattr(scoped, kind))
+                found.extend((scope, item) for item in getattr(scoped, kind))
             if not page.next_page_token:
                 return found
             request.page_token = page.next_page_token

@@ -108,7 +108,8 @@ def _labelled(clients: ComputeClients, kind: str, method: Callable[..., Any]) ->
             compute_v1.AggregatedListInstancesRequest if kind == "instances" else compute_v1.AggregatedListDisksRequest
         )
         request = request_type(project=clients.project, filter=f'labels.bakery-role = "{role}"', max_results=500)
-        found.extend(clients.aggregated_all(f"the {kind} list", method, request, kind))
+        scoped = clients.aggregated_all(f"the {kind} list", method, request, kind)
+        found.extend((scope.rsplit("/", 1)[-1], item) for scope, item in scoped)
     return found
 
 

@@ -25,7 +25,6 @@ import builtins
 import dataclasses
 import datetime
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
 from bakery.errors import RegistryError
+from bakery.gce import consumers
 from bakery.gce.client import ComputeApiError, ComputeClients
 from bakery.images import (
     DeprecationState,
@@ -268,16 +268,13 @@ class GceImageStore:
     # --- helpers -------------------------------------------------------------------------------------
 
     def template_users(self) -> dict[str, builtins.list[str]]:
-        """Image name -> names of the global instance templates whose disks are created from it."""
-        request = compute_v1.ListInstanceTemplatesRequest(project=self.project, max_results=self.page_size)
-        templates = self.clients.list_all("the instance template list", self.clients.instance_templates.list, request)
-        pattern = re.compile(rf"(?:^|/)(?:projects/{re.escape(self.project)}/)?global/images/([a-z][-a-z0-9]*)$")
+        """Image name -> names of the instance templates (global and regional) whose disks are created from
+        it (templates that follow a family name no image and protect nothing here)."""
         users: dict[str, builtins.list[str]] = {}
-        for template in templates:
-            for disk in template.properties.disks:
-                match = pattern.search(disk.initialize_params.source_image)
-                if match:
-                    users.setdefault(match.group(1), []).append(template.name)
+        for _scope, template in consumers.templates(self.clients):
+            for ref in consumers.boot_images(template, self.project):
+                if ref.image and ref.project == self.project:
+                    users.setdefault(ref.image, []).append(template.name)
         return users
 
     def _mutate(self, api: str, method: Callable[..., compute_v1.Operation], request: Any, what: str) -> bool:

@@ -33,6 +33,7 @@ from bakery import proc, render
 from bakery.config import BuildSpec, GceSettings
 from bakery.encode import label_value
 from bakery.errors import ConfigError, RegistryError
+from bakery.gce import consumers as gce_consumers
 from bakery.gce import instances as gce_instances
 from bakery.gce.client import ComputeApiError, ComputeClients, resolve_endpoint
 from bakery.gce.instances import TEST_USER, Instances, booted_instance, instance_resource
@@ -137,8 +138,37 @@ class GceTarget:
         self.kept: set[str] = set()
         self.outcome: TestOutcome | None = None
         self.say: Say = lambda _line: None
+        self.source: compute_v1.Image | None = None
 
     # --- pipeline.Target ---------------------------------------------------------------------------
+
+    def source_image(self, say: Say) -> str:
+        """Resolve the variant's public family to its current image, once per target (``PROJECT/NAME``,
+        part of the input fingerprint; Packer is given the same image, so the bake starts from it)."""
+        if self.source is None:
+            variant = self.spec.variant
+            where = f"{variant.source_image_project}/{variant.source_image_family}"
+            request = compute_v1.GetFromFamilyImageRequest(
+                project=variant.source_image_project, family=variant.source_image_family
+            )
+            try:
+                self.source = self.clients.call(
+                    f"source image family {where}", self.clients.images.get_from_family, request
+                )
+            except ComputeApiError as exc:
+                why = "no such family or no ACTIVE image in it" if _not_found(exc) else str(exc)
+                raise ComputeApiError(
+                    f"cannot resolve source image family {where} of variant {self.spec.variant_name}: {why} "
+                    f"(check bakery.variants.{self.spec.variant_name}.source_image_project/source_image_family)"
+                ) from exc
+            say(f"source image: {where} is {self.source.name} (created {self.source.creation_timestamp})")
+        return f"{self.spec.variant.source_image_project}/{self.source.name}"
+
+    def consumers(self, family: str) -> list[str]:
+        """Instance templates (global and regional) booting from ``family`` or one of its images, and the
+        managed instance groups using them."""
+        images = {record.name for record in self.images.list(family)}
+        return [c.line() for c in gce_consumers.find(self.clients, family, images)]
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
         """Check the tools the test stage needs; return the googlecompute runtime variables (Packer finds
@@ -150,6 +180,7 @@ class GceTarget:
         proc.require_tools(tools)
         say(f"run {self.run_id}: project {self.settings.project}, zone {self.settings.zone}")
         return {
+            "source_image": self.source.name if self.source else "",
             "run_id": self.run_id,
             "expires": expires_label(self.clock(), self.settings.builder_max_run_minutes * 60),
             "git_sha": label_value(git_sha()),
@@ -265,7 +296,7 @@ class GceTarget:
         try:
             self.images.delete(candidate)
         except ComputeApiError as exc:
-            if not isinstance(exc.__cause__, api_exceptions.NotFound):
+            if not _not_found(exc):
                 self.say(f"WARNING: candidate image {candidate} was not deleted: {exc}; `invoke reap` will")
 
     def keep(self, candidate: str, run_dir: Path) -> str:
@@ -315,6 +346,10 @@ class GceTarget:
             f"{verb} {', '.join(names) or 'nothing'}"
         )
         return names
+
+
+def _not_found(exc: ComputeApiError) -> bool:
+    return isinstance(exc.__cause__, api_exceptions.NotFound)
 
 
 def dry_run_printer(say: Say) -> Say:

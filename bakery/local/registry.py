@@ -4,6 +4,7 @@ Layout::
 
     <root>/images/<name>/disk.qcow2    the image (never modified after insert)
     <root>/images/<name>/image.json    the ImageRecord
+    <root>/images/<name>/manifest.json its provenance manifest (bakery/provenance.py), if it has one
     <root>/.lock                       flock held by every mutation
     <root>/.tmp/                       staging; an insert or delete is one rename, so readers never
                                        see half an image, and leftovers of a killed process are swept
@@ -40,6 +41,7 @@ from bakery.local.files import file_lock, remove_tree, write_json_atomic
 
 DISK_NAME = "disk.qcow2"
 RECORD_NAME = "image.json"
+MANIFEST_NAME = "manifest.json"
 LOCK_TIMEOUT = 60.0
 
 
@@ -90,13 +92,16 @@ class LocalRegistry:
         description: str = "",
         manifest: str = "",
     ) -> ImageRecord:
-        """Copy the qcow2 ``source`` in as image ``name`` of ``family`` (all or nothing)."""
+        """Copy the qcow2 ``source`` in as image ``name`` of ``family`` (all or nothing); the ``manifest``
+        file, if given, is stored with it."""
         validate_name(name)
         validate_name(family, "family name")
         checked_labels = validate_labels(labels or {})
         disk = Path(source)
         if not disk.is_file():
             raise RegistryError(f"cannot insert image {name!r}: disk {disk} does not exist")
+        if manifest and not Path(manifest).is_file():
+            raise RegistryError(f"cannot insert image {name!r}: manifest {manifest} does not exist")
         with self._locked():
             target = self.images_dir / name
             if target.exists():
@@ -107,6 +112,8 @@ class LocalRegistry:
             staging = Path(tempfile.mkdtemp(prefix=f"insert-{name}-", dir=self.tmp_dir))
             try:
                 shutil.copyfile(disk, staging / DISK_NAME)
+                if manifest:
+                    shutil.copyfile(manifest, staging / MANIFEST_NAME)
                 record = ImageRecord(
                     name=name,
                     family=family,
@@ -114,7 +121,7 @@ class LocalRegistry:
                     labels=checked_labels,
                     description=description,
                     location=str(target / DISK_NAME),
-                    manifest=manifest,
+                    manifest=str(target / MANIFEST_NAME) if manifest else "",
                 )
                 write_json_atomic(staging / RECORD_NAME, _record_to_json(record))
                 self.images_dir.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,14 @@ class LocalTarget:
         self.base: BaseImage | None = None
         self.accelerator = "tcg"
 
+    def source_image(self, say: Say) -> str:
+        """The base image is ours: its recipe key stands for it (a changed recipe is a new source)."""
+        return render.default_source_image(self.spec)
+
+    def consumers(self, family: str) -> list[str]:
+        """Nothing boots from a local family but the tests."""
+        return []
+
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
         proc.require_tools({"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "openssh-client"})
         check_free_space([rendered.directory, self.cache_dir, self.registry_dir], MIN_FREE_BYTES)

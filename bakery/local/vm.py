@@ -7,6 +7,7 @@ block ends: on success, error, timeout, Ctrl-C and SIGTERM (inside ``proc.sigter
 from __future__ import annotations
 
 import base64
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -294,6 +295,37 @@ def _wait_for_ssh(
 
 
 @dataclass(frozen=True)
+class Package:
+    """One installed Debian package, as ``dpkg-query`` reports it."""
+
+    name: str
+    version: str
+    architecture: str
+
+
+DPKG_FORMAT = r"${Package}\t${Version}\t${Architecture}\t${db:Status-Status}\n"
+
+
+def parse_dpkg_query(text: str) -> list[Package]:
+    """Installed packages from ``dpkg-query -W -f=DPKG_FORMAT`` output, sorted by name and architecture."""
+    packages = []
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[3] == "installed":
+            packages.append(Package(*fields[:3]))
+    return sorted(packages, key=lambda p: (p.name, p.architecture))
+
+
+def capture_packages(vm: RunningVM, *, timeout: float = 120.0) -> list[Package]:
+    """The VM's installed packages (dpkg-query over the VM's SSH connection); an empty list is an error."""
+    result = vm.run(["dpkg-query", "-W", f"-f={DPKG_FORMAT}"], timeout=timeout)
+    packages = parse_dpkg_query(result.output)
+    if not packages:
+        raise CommandError(vm.ssh_argv(["dpkg-query", "-W"]), 0, result.tail, what="package list (no packages)")
+    return packages
+
+
+@dataclass(frozen=True)
 class TestOutcome:
     """Counts from a testinfra run's JUnit XML; ``failures`` lists the ids of failed and errored tests."""
 
@@ -306,6 +338,7 @@ class TestOutcome:
     junit: Path
     log: Path
     failures: list[str] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)  # the SBOM, read from the VM after the suite
 
     @property
     def ok(self) -> bool:
@@ -354,7 +387,14 @@ def run_image_tests(
     )
     if result.returncode not in (0, 1) or not junit_xml.is_file():
         raise CommandError(argv, result.returncode, result.tail, what=f"image tests (pytest, log {log_file})")
-    return parse_junit(junit_xml, log_file)
+    outcome = parse_junit(junit_xml, log_file)
+    try:
+        packages = capture_packages(vm)
+    except CommandError:
+        if outcome.ok:  # a published image must come with its package list
+            raise
+        packages = []  # the image is not published anyway: keep the test result as the error
+    return dataclasses.replace(outcome, packages=packages)
 
 
 def parse_junit(junit_xml: Path, log_file: Path) -> TestOutcome:

@@ -79,7 +79,7 @@ CASES = [
         "  environments:\n    local:\n      labels: {" + ", ".join(f"k{i}: v" for i in range(65)) + "}\n",
         ["render"],
         {},
-        ["65 labels", "so at most 50"],
+        ["65 labels", "so at most 49"],
     ),
     (
         "gce-missing-topic",

@@ -12,7 +12,7 @@ import pytest
 from bakery.gce.client import ComputeClients
 from bakery.gce.store import GceImageStore
 from tests.fakes.compute import FakeCompute
-from tests.integration.gce.gce_env import PROJECT, make_clients
+from tests.integration.gce.gce_env import PROJECT, make_clients, seed_public_images
 
 
 @pytest.fixture
@@ -45,9 +45,11 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 @pytest.fixture
 def fake(connections: list[Any]) -> Iterator[FakeCompute]:
-    """A running fake with one base image; fails the test on any schema violation or foreign connection."""
+    """A running fake with one base image and the variants' public families; fails the test on any schema
+    violation or foreign connection."""
     compute = FakeCompute(project=PROJECT)
     compute.seed_image("debian-12-base", "debian-12")
+    seed_public_images(compute)
     with compute.serve():
         yield compute
     port = int(compute.endpoint.rsplit(":", 1)[1])

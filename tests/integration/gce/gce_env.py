@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bakery import render
+from bakery.errors import PackerError
 from bakery.gce.client import ComputeClients
 from bakery.gce.retry import RetryPolicy
 from tests.fakes.compute import FakeCompute
@@ -16,3 +22,53 @@ def make_clients(fake: FakeCompute, *, timeout: float = 5.0, operation_timeout: 
     return ComputeClients.create(
         PROJECT, ZONE, endpoint=fake.endpoint, timeout=timeout, operation_timeout=operation_timeout, retry=FAST_RETRY
     )
+
+
+#: The public source image families of the project's variants, as the fake's other projects hold them.
+PUBLIC_FAMILIES = {
+    "debian-12": ("debian-cloud", "debian-12"),
+    "ubuntu-2204": ("ubuntu-os-cloud", "ubuntu-2204-lts"),
+    "ubuntu-2404": ("ubuntu-os-cloud", "ubuntu-2404-lts-amd64"),
+}
+
+
+def seed_public_images(fake: FakeCompute, version: str = "v20261101") -> None:
+    """One current image per variant's public family (``debian-12-v20261101``, …)."""
+    for project, family in PUBLIC_FAMILIES.values():
+        fake.seed_public_image(project, f"{family}-{version}", family)
+
+
+@dataclass
+class PackerOnFake:
+    """The pipeline's build step where no Packer builder can reach (the fake API): it records the
+    variables and leaves the candidate image googlecompute would (the template's family and labels,
+    started from the pinned source image); ``fail`` names variants whose build fails like Packer's."""
+
+    fake: FakeCompute
+    fail: set[str] = field(default_factory=set)
+    builds: list[dict[str, str]] = field(default_factory=list)
+
+    def __call__(
+        self, rendered: render.Rendered, variables: dict[str, str], timeout: float, on_event: Callable[..., Any]
+    ) -> None:
+        spec = rendered.spec
+        self.builds.append({"variant": spec.variant_name, **variables})
+        if spec.variant_name in self.fail:
+            raise PackerError(["packer", "build"], 1, "==> googlecompute: Error creating instance: quota exceeded")
+        labels = {
+            **render.image_labels(spec),
+            "input-fingerprint": variables["input_fingerprint"][:63],
+            "git-sha": variables["git_sha"],
+            "bakery-run-id": variables["run_id"],
+            "bakery-expires": variables["expires"],
+        }
+        self.fake.seed_image(
+            variables["image_name"],
+            spec.candidate_family,
+            labels=labels,
+            sourceImage=f"global/images/{FAMILY_BASE}",
+            description="baked",
+        )
+
+
+FAMILY_BASE = "debian-12-base"  # the fake's own base image (conftest), standing in for the public one

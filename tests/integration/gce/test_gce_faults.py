@@ -22,7 +22,7 @@ from tests.integration.gce.gce_env import FAST_RETRY, PROJECT, make_clients
 
 GET, LIST, FAMILY = "compute.images.get", "compute.images.list", "compute.images.getFromFamily"
 INSERT, DEPRECATE, DELETE = "compute.images.insert", "compute.images.deprecate", "compute.images.delete"
-WAIT, TEMPLATES = "compute.globalOperations.wait", "compute.instanceTemplates.list"
+WAIT, TEMPLATES = "compute.globalOperations.wait", "compute.instanceTemplates.aggregatedList"
 MUTATIONS = {INSERT, DEPRECATE, DELETE}
 READ_BACKS = {
     ("insert", GET): "created image c-4, but reading it back failed: ",

@@ -30,7 +30,7 @@ from bakery.gce.target import GceTarget, SuiteRun
 from bakery.images import DeprecationState
 from bakery.local.vm import RunningVM, TestOutcome, parse_junit
 from tests.fakes.compute import FakeCompute
-from tests.integration.gce.gce_env import PROJECT, ZONE, make_clients
+from tests.integration.gce.gce_env import PROJECT, ZONE, PackerOnFake, make_clients
 
 FAMILY = "gl-osquery-debian-12"
 CANDIDATES = f"{FAMILY}-candidate"
@@ -576,55 +576,34 @@ def test_prune_and_reap_refuse_local_environments() -> None:
 
 # --- pipeline.bake() itself (active once pipeline.Target has the publish hook) --------------------------
 
-needs_publish_hook = pytest.mark.skipif(not hasattr(pipeline.Target, "publish"), reason="needs Target.publish")
 
-
-def fake_packer(fake: FakeCompute, spec: BuildSpec, seen: list[dict[str, str]]) -> type:
-    """A Packer whose build records its variables and leaves a candidate where googlecompute would."""
-
-    class Packer:
-        def __init__(self, template: Path, var_file: Path, variables: dict[str, str]) -> None:
-            self.variables = variables
-
-        def build(self, timeout: float, on_event: Any = None) -> None:
-            seen.append(dict(self.variables))
-            seed_candidate(fake, spec, self.variables["image_name"])
-
-    return Packer
-
-
-@needs_publish_hook
-def test_bake_publishes_through_the_gce_target(
-    fake: FakeCompute, clients: ComputeClients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bake_publishes_through_the_gce_target(fake: FakeCompute, clients: ComputeClients, tmp_path: Path) -> None:
     spec = gce_spec(tmp_path)
     fake.seed_image(f"{FAMILY}-r1", FAMILY)
-    seen: list[dict[str, str]] = []
-    monkeypatch.setattr(pipeline, "Packer", fake_packer(fake, spec, seen))
-    monkeypatch.setattr(pipeline, "validate_rendered", lambda *a, **k: None)
+    build = PackerOnFake(fake)
     target = GceTarget(spec, clients=clients, runner=RecordedRunner())
     lines: list[str] = []
-    report = pipeline.bake(spec, target, lines.append)
+    report = pipeline.bake(spec, target, lines.append, build=build)
+    seen = build.builds
     assert seen[0]["image_name"].startswith(CANDIDATES + "-")
-    assert set(seen[0]) >= {"run_id", "expires", "git_sha", "image_name", "input_fingerprint"}
+    assert set(seen[0]) >= {"run_id", "expires", "git_sha", "image_name", "input_fingerprint", "source_image"}
+    assert seen[0]["source_image"] == "debian-12-v20261101", "Packer gets the source image the fingerprint names"
+    assert report.source_image == "debian-cloud/debian-12-v20261101"
     assert report.published is not None and report.published.name == report.image_name == head(clients)
     assert report.published.labels["promoted-from"] == seen[0]["image_name"]
+    assert report.manifest is not None
+    assert report.published.labels["manifest-sha256"] == hashlib.sha256(report.manifest.read_bytes()).hexdigest()[:63]
     assert [n for n in fake.images if n.startswith(CANDIDATES)] == []  # the tested candidate was discarded
     assert report.deleted == []  # retention keep 2: r1 and the new head
 
 
-@needs_publish_hook
-def test_bake_with_failing_tests_publishes_nothing(
-    fake: FakeCompute, clients: ComputeClients, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bake_with_failing_tests_publishes_nothing(fake: FakeCompute, clients: ComputeClients, tmp_path: Path) -> None:
     spec = gce_spec(tmp_path)
     fake.seed_image(f"{FAMILY}-r1", FAMILY)
-    seen: list[dict[str, str]] = []
-    monkeypatch.setattr(pipeline, "Packer", fake_packer(fake, spec, seen))
-    monkeypatch.setattr(pipeline, "validate_rendered", lambda *a, **k: None)
+    build = PackerOnFake(fake)
     target = GceTarget(spec, clients=clients, runner=RecordedRunner(FAILING))
     with pytest.raises(ImageTestError, match="nothing published"):
-        pipeline.bake(spec, target, lambda _line: None)
+        pipeline.bake(spec, target, lambda _line: None, build=build)
     assert head(clients) == f"{FAMILY}-r1"
-    assert fake.images[seen[0]["image_name"]]["labels"]["bakery-failed"] == "true"
+    assert fake.images[build.builds[0]["image_name"]]["labels"]["bakery-failed"] == "true"
     assert fake.instances == {}

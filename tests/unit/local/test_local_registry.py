@@ -41,9 +41,11 @@ def test_is_an_image_store(registry: LocalRegistry) -> None:
     assert store.list() == []
 
 
-def test_insert_stores_disk_and_record(registry: LocalRegistry, disk: Path) -> None:
+def test_insert_stores_disk_record_and_manifest(registry: LocalRegistry, disk: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text('{"manifest_version": 1}\n')
     record = registry.insert(
-        "osquery-1", "osquery", disk, labels={"git-sha": "abc123"}, description="d", manifest="/m.json"
+        "osquery-1", "osquery", disk, labels={"git-sha": "abc123"}, description="d", manifest=str(manifest)
     )
     stored = registry.root / "images" / "osquery-1"
     assert (stored / "disk.qcow2").read_bytes() == disk.read_bytes()
@@ -53,10 +55,17 @@ def test_insert_stores_disk_and_record(registry: LocalRegistry, disk: Path) -> N
     assert data["family"] == "osquery"
     assert data["state"] == "ACTIVE"
     assert data["labels"] == {"git-sha": "abc123"}
-    assert data["manifest"] == "/m.json"
+    assert data["manifest"] == str(stored / "manifest.json")
+    assert (stored / "manifest.json").read_bytes() == manifest.read_bytes(), "the manifest is stored with the image"
     assert record.location == str(stored / "disk.qcow2")
     assert registry.get("osquery-1") == record
     assert record.created.tzinfo is not None
+
+
+def test_insert_refuses_a_missing_manifest_and_leaves_nothing(registry: LocalRegistry, disk: Path) -> None:
+    with pytest.raises(RegistryError, match=r"manifest /nonexistent\.json does not exist"):
+        registry.insert("osquery-1", "osquery", disk, manifest="/nonexistent.json")
+    assert registry.list() == []
 
 
 def test_head_is_newest_active(registry: LocalRegistry, disk: Path) -> None:

@@ -1,0 +1,187 @@
+"""Provenance of a baked image: its manifest (inputs with hashes, versions, the package list read from the
+VM, the test summary) and ``diff`` between two images' manifests.
+
+A manifest is written once per bake, after the test stage and before anything is published. The local
+registry stores a copy with the image; on GCE it is a pipeline artifact and the image carries its hash
+(label ``manifest-sha256``), which is how ``invoke diff`` tells the right file from a stale one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bakery.errors import ProvenanceError
+from bakery.local.vm import TestOutcome
+
+MANIFEST_FILE = "bakery-manifest.json"
+MANIFEST_VERSION = 1
+MAX_CONFIG_BYTES = 64 * 1024  # config files larger than this are hashed, not copied
+PACKS_PREFIX = "files/etc/osquery/packs/"
+
+
+def build(
+    *,
+    identity: Mapping[str, Any],
+    rendered_dir: Path,
+    fingerprint: str,
+    source_image: str,
+    outcome: TestOutcome | None,
+) -> dict[str, Any]:
+    """The manifest: ``identity`` (image, family, versions, …) plus what the rendered tree and the test
+    stage tell (inputs with hashes, config file texts, the package list, the test summary)."""
+    inputs: dict[str, str] = json.loads((rendered_dir / "fingerprint.json").read_text())["files"]
+    config = {}
+    for rel in sorted(inputs):
+        path = rendered_dir / rel
+        if rel.startswith("files/") and path.stat().st_size <= MAX_CONFIG_BYTES:
+            try:
+                config[rel] = path.read_text()
+            except UnicodeDecodeError:
+                continue
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        **identity,
+        "source_image": source_image,
+        "input_fingerprint": fingerprint,
+        "inputs": inputs,
+        "config": config,
+        "packages": [[p.name, p.version, p.architecture] for p in outcome.packages] if outcome else [],
+        "tests": None
+        if outcome is None
+        else {
+            "passed": outcome.passed,
+            "failed": outcome.failed,
+            "skipped": outcome.skipped,
+            "errors": outcome.errors,
+            "failures": outcome.failures,
+            "junit": str(outcome.junit),
+        },
+    }
+
+
+def write(manifest: Mapping[str, Any], path: Path) -> Path:
+    """Write ``manifest`` as stable JSON (sorted keys) and return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def digest(path: Path) -> str:
+    """sha256 of a manifest file, hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def digest_label(path: Path) -> str:
+    """The ``manifest-sha256`` label: the digest cut to a label value's 63 characters."""
+    return digest(path)[:63]
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a manifest, or raise one line saying what is wrong with the file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProvenanceError(f"manifest {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProvenanceError(f"manifest {path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("manifest_version") != MANIFEST_VERSION:
+        raise ProvenanceError(
+            f"{path} is not an osquery-bakery manifest (manifest_version {MANIFEST_VERSION} expected)"
+        )
+    return data
+
+
+def find(name: str, directories: list[Path], label: str | None) -> Path:
+    """The manifest of image ``name`` under ``directories``: the one whose hash is the image's
+    ``manifest-sha256`` ``label`` when given (this also finds a promoted copy's), else the one naming it."""
+    for directory in directories:
+        for path in sorted(directory.rglob("*.json")) if directory.is_dir() else []:
+            if label is not None and digest_label(path) == label:
+                return path
+            if label is None and _image_of(path) == name:
+                return path
+    where = ", ".join(str(d) for d in directories) or "nowhere"
+    how = f"with sha256 {label}… (the image's manifest-sha256 label)" if label else f"for image {name}"
+    raise ProvenanceError(
+        f"no manifest {how} under {where}: download the bake job's reports/ artifact and pass "
+        "--manifest-dir DIR, or give the manifest file's path instead of the image name"
+    )
+
+
+def _image_of(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data.get("image") if isinstance(data, dict) and "manifest_version" in data else None
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What changed from image ``old`` to image ``new``: versions, packages, packs, config files, inputs."""
+    lines = [f"diff {old.get('image')} -> {new.get('image')}"]
+    for key in ("source_image", "bakery_version", "git_sha", "packer_version", "artifact_source"):
+        if old.get(key) != new.get(key):
+            lines.append(f"  {key}: {old.get(key)} -> {new.get(key)}")
+    lines += _package_diff(old.get("packages", []), new.get("packages", []))
+    old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
+    packs = _changes(
+        {k: v for k, v in old_inputs.items() if k.startswith(PACKS_PREFIX)},
+        {k: v for k, v in new_inputs.items() if k.startswith(PACKS_PREFIX)},
+    )
+    if packs:
+        lines.append("packs:")
+        lines += [f"  {mark} {path.removeprefix(PACKS_PREFIX)}" for mark, path in packs]
+    config_changes = [(m, p) for m, p in _changes(old_inputs, new_inputs) if p.startswith("files/")]
+    if config_changes:
+        lines.append("config files:")
+        for mark, path in config_changes:
+            lines.append(f"  {mark} {path.removeprefix('files')}")
+            before, after = old.get("config", {}).get(path), new.get("config", {}).get(path)
+            if mark == "~" and before is not None and after is not None:
+                lines += [
+                    "      " + line.rstrip("\n")
+                    for line in difflib.unified_diff(
+                        before.splitlines(keepends=True), after.splitlines(keepends=True), "old", "new", n=1
+                    )
+                ]
+    other = [(m, p) for m, p in _changes(old_inputs, new_inputs) if not p.startswith("files/")]
+    if other:
+        lines.append("other inputs:")
+        lines += [f"  {mark} {path}" for mark, path in other]
+    if len(lines) == 1:
+        lines.append("  no differences in packages, packs, config files or inputs")
+    return lines
+
+
+def _changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(mark, key)`` for keys added (+), removed (-) or changed (~), sorted by key."""
+    marks = []
+    for key in sorted(old.keys() | new.keys()):
+        if key not in old:
+            marks.append(("+", key))
+        elif key not in new:
+            marks.append(("-", key))
+        elif old[key] != new[key]:
+            marks.append(("~", key))
+    return marks
+
+
+def _package_diff(old: list[list[str]], new: list[list[str]]) -> list[str]:
+    before = {(name, arch): version for name, version, arch in old}
+    after = {(name, arch): version for name, version, arch in new}
+    changes = _changes({f"{n}:{a}": v for (n, a), v in before.items()}, {f"{n}:{a}": v for (n, a), v in after.items()})
+    if not changes:
+        return [f"packages: unchanged ({len(after)})"]
+    lines = [f"packages: {len(before)} -> {len(after)}"]
+    for mark, key in changes:
+        name, arch = key.rsplit(":", 1)
+        if mark == "~":
+            lines.append(f"  ~ {key} {before[name, arch]} -> {after[name, arch]}")
+        else:
+            lines.append(f"  {mark} {key} {(after if mark == '+' else before)[name, arch]}")
+    return lines
