@@ -144,5 +144,58 @@ def reap(c: Context, env: str | None = None, dry_run: bool = False) -> None:
         reaper.reap_environment(settings.specs(env), cli.say, dry_run=dry_run)
 
 
-ns = Collection(render, validate_, lint_, bake, images, promote, rollback, prune, reap)
+@task(
+    help={
+        "env": ENV_HELP,
+        "variant": VARIANT_HELP,
+        "report_dir": "where the report goes (default: build/reports/nightly/ENV/YYYYMMDD-HHMMSS)",
+    }
+)
+def nightly(c: Context, env: str | None = None, variant: str | None = None, report_dir: str | None = None) -> None:
+    """Bake every variant whose inputs changed (skip the rest); report JSON, Markdown and JUnit; exit 1 on failure."""
+    from bakery import nightly as nightly_run
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        nightly_run.run(settings, env, variant, cli.say, report_dir=Path(report_dir) if report_dir else None)
+
+
+@task(help={"env": ENV_HELP, "variant": VARIANT_HELP})
+def consumers(c: Context, env: str | None = None, variant: str | None = None) -> None:
+    """List the instance templates and managed instance groups that boot from each family (blast radius)."""
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        for spec in settings.specs(env, variant):
+            found = pipeline.target_for(spec).consumers(spec.family)
+            cli.say(f"family {spec.family}: {len(found)} consumer(s)")
+            for line in found:
+                cli.say(f"  {line}")
+
+
+@task(
+    name="diff",
+    iterable=["manifest_dir"],
+    help={
+        "image_a": "older image name (or a manifest .json file)",
+        "image_b": "newer image name (or a manifest .json file)",
+        "env": ENV_HELP,
+        "manifest_dir": "where GCE manifests are (repeatable; default: build/runs and build/reports)",
+    },
+)
+def diff_(
+    c: Context, image_a: str, image_b: str, env: str | None = None, manifest_dir: list[str] | None = None
+) -> None:
+    """Show what changed between two images: packages, packs, config files and other inputs."""
+    from bakery import provenance
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        spec = settings.specs(env)[0]
+        store = pipeline.target_for(spec).store
+        dirs = [Path(d) for d in manifest_dir or []] or [settings.build_root / "runs", settings.build_root / "reports"]
+        old, new = (provenance.load(provenance.resolve(ref, store, dirs)) for ref in (image_a, image_b))
+        cli.say("\n".join(provenance.diff(old, new)))
+
+
+ns = Collection(render, validate_, lint_, bake, nightly, images, promote, rollback, consumers, diff_, prune, reap)
 ns.configure(DEFAULTS)

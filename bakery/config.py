@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -59,6 +60,7 @@ RESERVED_LABELS = frozenset(
         "bakery-failed",
         "test-report",
         "manifest-sha256",
+        "source-image",
     }
 )
 
@@ -241,6 +243,7 @@ class Variant(_Model):
     source_image_project: str
     ssh_username: str = "packer"
     local: bool = False
+    packs: tuple[Slug, ...] = ()  # shipped on this variant only, after bakery.osquery.packs
 
 
 class Timeouts(_Model):
@@ -250,6 +253,20 @@ class Timeouts(_Model):
     packer_build: float = Field(default=5400, gt=0)
     boot: float = Field(default=300, gt=0)
     image_tests: float = Field(default=900, gt=0)
+
+
+class Notify(_Model):
+    """Where a nightly run's summary goes when a variant failed (empty URL: nowhere)."""
+
+    webhook_url: str = ""
+    timeout: float = Field(default=10, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"{value[:40]!r}… is not an http(s) URL: give the webhook's full URL or leave it empty")
+        return value
 
 
 class BakeryConfig(_Model):
@@ -263,6 +280,7 @@ class BakeryConfig(_Model):
     variants: dict[Slug, Variant]
     environments: dict[Slug, Environment]
     timeouts: Timeouts = Timeouts()
+    notify: Notify = Notify()
 
 
 def _references(config: BakeryConfig) -> tuple[tuple[str, ...], str] | None:
@@ -345,6 +363,12 @@ class BuildSpec:
     @property
     def image_suite(self) -> Path:
         return self.project_root / self.config.image_suite
+
+    @property
+    def packs(self) -> tuple[str, ...]:
+        """The osquery packs this image ships: the shared ones, then the variant's own."""
+        shared = self.config.osquery.packs
+        return shared + tuple(p for p in self.variant.packs if p not in shared)
 
     @property
     def artifact_source(self) -> ArtifactSource:

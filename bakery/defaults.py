@@ -14,6 +14,7 @@ from bakery.config import (
     Environment,
     FluentdConfig,
     LocalSettings,
+    Notify,
     OsqueryConfig,
     PubSub,
     Retention,
@@ -65,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
         "osquery": _dump(OsqueryConfig()),
         "fluentd": _dump(FluentdConfig()),
         "timeouts": _dump(Timeouts()),
+        "notify": _dump(Notify()),
         "variants": {name: _dump(v) for name, v in VARIANTS.items()},
         "environments": {"local": _dump(LOCAL)},
     }

@@ -175,7 +175,7 @@ def osquery_conf(spec: BuildSpec) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "options": dict(osq.options),
         "schedule": {},
-        "packs": {name: f"{PACKS_DIR}/{name}.conf" for name in osq.packs},
+        "packs": {name: f"{PACKS_DIR}/{name}.conf" for name in spec.packs},
     }
     if decorators:
         conf["decorators"] = decorators
@@ -268,7 +268,7 @@ def manifest(spec: BuildSpec) -> list[ManifestEntry]:
     def entry(mode: str, dest: str) -> ManifestEntry:
         return ManifestEntry(mode, "root", "root", dest, dest.lstrip("/"))
 
-    packs = [entry("0640", f"{PACKS_DIR}/{name}.conf") for name in spec.config.osquery.packs]
+    packs = [entry("0640", f"{PACKS_DIR}/{name}.conf") for name in spec.packs]
     return [
         entry("0640", OSQUERY_CONF),
         entry("0640", OSQUERY_FLAGS),
@@ -355,7 +355,7 @@ def expectations(spec: BuildSpec) -> dict[str, Any]:
             "flagfile": OSQUERY_FLAGS,
             "flags": flagfile_lines(spec),
             "forbidden_flags": sorted(FORBIDDEN_FLAGS),
-            "packs": {name: f"{PACKS_DIR}/{name}.conf" for name in spec.config.osquery.packs},
+            "packs": {name: f"{PACKS_DIR}/{name}.conf" for name in spec.packs},
             "database": flag(spec, "database_path"),
             "extensions_socket": flag(spec, "extensions_socket"),
             "logs": log_files(spec),

@@ -203,6 +203,7 @@ def bake(
                 "input-fingerprint": render.fingerprint_label(rendered.fingerprint),
                 "git-sha": label_value(report.git_sha),
                 "manifest-sha256": provenance.digest_label(report.manifest),
+                "source-image": label_value(report.source_image.rsplit("/", 1)[-1]),
             }
             report.published = target.publish(
                 candidate,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bakery.errors import ProvenanceError
+from bakery.images import ImageStore
 from bakery.local.vm import TestOutcome
 
 MANIFEST_FILE = "bakery-manifest.json"
@@ -119,6 +120,27 @@ def _image_of(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     return data.get("image") if isinstance(data, dict) and "manifest_version" in data else None
+
+
+def resolve(ref: str, store: ImageStore, directories: list[Path]) -> Path:
+    """The manifest file for ``ref``: a manifest's path, or an image name looked up in ``store``: its
+    stored manifest (local registry), else the file under ``directories`` whose hash the image's
+    ``manifest-sha256`` label names (GCE). A stored manifest must match that label too."""
+    path = Path(ref)
+    if path.suffix == ".json" and path.is_file():
+        return path
+    record = store.get(ref)
+    label = record.labels.get("manifest-sha256")
+    stored = Path(record.manifest) if record.manifest else None
+    if stored is not None and stored.is_file():
+        if label is not None and digest_label(stored) != label:
+            raise ProvenanceError(
+                f"manifest {stored} of image {ref} does not match the image's manifest-sha256 label {label[:16]}…"
+            )
+        return stored
+    if label is None:
+        raise ProvenanceError(f"image {ref} has no manifest-sha256 label: it was not baked by this version")
+    return find(ref, directories, label)
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

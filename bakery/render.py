@@ -218,7 +218,7 @@ def image_context(spec: BuildSpec) -> dict[str, Any]:
         "osquery": spec.config.osquery,
         "fluentd": spec.config.fluentd,
         "pubsub": spec.env.pubsub,
-        "packs": list(spec.config.osquery.packs),
+        "packs": list(spec.packs),
         "artifact_source": spec.artifact_source,
         "osquery_package_version": osquery_version,
         "fluent_package_version": fluent_version,
@@ -236,11 +236,12 @@ def _render_image_files(spec: BuildSpec, dest: Path) -> None:
         target = dest / (str(rel)[: -len(".j2")] if rel.suffix == ".j2" else rel)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_render_file(env, f"image/{rel}", context))
-    for pack in spec.config.osquery.packs:
+    for pack in spec.packs:
         source = spec.project_root / "packs" / f"{pack}.conf"
         if not source.is_file():
+            key = "osquery.packs" if pack in spec.config.osquery.packs else f"variants.{spec.variant_name}.packs"
             raise ConfigError(
-                f"bakery.osquery.packs names {pack!r} but packs/{pack}.conf does not exist: "
+                f"bakery.{key} names {pack!r} but packs/{pack}.conf does not exist: "
                 f"add the pack or remove it from the list"
             )
         target = dest / "etc/osquery/packs" / source.name

@@ -79,7 +79,7 @@ CASES = [
         "  environments:\n    local:\n      labels: {" + ", ".join(f"k{i}: v" for i in range(65)) + "}\n",
         ["render"],
         {},
-        ["65 labels", "so at most 49"],
+        ["65 labels", "so at most 48"],
     ),
     (
         "gce-missing-topic",

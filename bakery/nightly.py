@@ -1,0 +1,194 @@
+"""The nightly run: every variant of an environment, baked only when its inputs changed.
+
+Per variant: resolve the source image (GCE: the public family's current image), render, and compare the
+input fingerprint with the ``input-fingerprint`` label of the family's head. Equal: skip, no builder VM.
+Different (or no head): the full bake (render → validate → bake → test → publish → retention). A failing
+variant is recorded and the next one runs; the run fails (exit 1) if any variant failed. The report
+(JSON, Markdown, merged JUnit, the manifests) is written even then, and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from bakery import __version__, notify, pipeline, provenance, render, runreport
+from bakery.config import BuildSpec, Settings
+from bakery.encode import label_value
+from bakery.errors import BakeryError, Interrupted, NightlyFailed
+from bakery.images import ImageRecord
+from bakery.packer import detect_version
+from bakery.pipeline import BakeReport, Builder, Say, Target
+
+Action = Literal["skipped", "baked", "failed", "not run"]
+TargetFactory = Callable[[BuildSpec], Target]
+
+
+@dataclass
+class VariantResult:
+    """What the nightly did with one variant, and why."""
+
+    spec: BuildSpec
+    action: Action = "not run"
+    reason: str = ""
+    bake: BakeReport | None = None
+    head_before: str = ""
+    head_after: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class NightlyRun:
+    """One nightly run of an environment."""
+
+    env_name: str
+    started: datetime.datetime
+    results: list[VariantResult] = field(default_factory=list)
+    finished: datetime.datetime | None = None
+    git_sha: str = "nogit"
+
+    @property
+    def failed(self) -> list[VariantResult]:
+        return [r for r in self.results if r.action in ("failed", "not run")]
+
+
+def default_report_dir(settings: Settings, env_name: str, started: datetime.datetime) -> Path:
+    """``build/reports/nightly/ENV/YYYYMMDD-HHMMSS``."""
+    return settings.build_root / "reports" / "nightly" / env_name / f"{started:%Y%m%d-%H%M%S}"
+
+
+def run(
+    settings: Settings,
+    env: str | None,
+    variant: str | None,
+    say: Say,
+    *,
+    report_dir: Path | None = None,
+    target_for: TargetFactory = pipeline.target_for,
+    build: Builder = pipeline.packer_build,
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> NightlyRun:
+    """Run the nightly over ``env``'s variants (or one); write the report; raise NightlyFailed if any
+    variant failed (after the report and the webhook)."""
+    specs = settings.specs(env, variant)
+    nightly = NightlyRun(specs[0].env_name, now(), [VariantResult(spec) for spec in specs])
+    nightly.git_sha = pipeline.git_sha()
+    directory = report_dir or default_report_dir(settings, nightly.env_name, nightly.started)
+    packer_version = detect_version()
+    try:
+        for result in nightly.results:
+            say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
+            run_variant(result, target_for, build, packer_version, say)
+            say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
+    except (Interrupted, KeyboardInterrupt):
+        for result in nightly.results:
+            if result.action == "not run":
+                result.reason = result.reason or "not run: the nightly was interrupted"
+        raise
+    finally:
+        nightly.finished = now()
+        written = write_reports(nightly, directory)
+        say(f"nightly report: {written.markdown} (JSON {written.json.name}, JUnit {written.junit.name})")
+    say(runreport.summary_line(nightly))
+    if nightly.failed:
+        url = settings.config.notify.webhook_url
+        if url:
+            try:
+                notify.post(url, runreport.webhook_payload(nightly, written), settings.config.notify.timeout)
+                say(f"failure summary sent to the webhook at {notify.safe_url(url)}")
+            except BakeryError as exc:
+                say(f"WARNING: {exc}")
+        failed = ", ".join(f"{r.spec.variant_name} ({r.reason})" for r in nightly.failed)
+        raise NightlyFailed(
+            f"nightly {nightly.env_name}: {len(nightly.failed)} of {len(nightly.results)} variants failed: "
+            f"{failed}; report {written.markdown}"
+        )
+    return nightly
+
+
+def run_variant(
+    result: VariantResult, target_for: TargetFactory, build: Builder, packer_version: tuple[int, int, int], say: Say
+) -> None:
+    """Decide and, if needed, bake one variant; record the outcome in ``result`` (never raises a
+    BakeryError other than Interrupted)."""
+    spec = result.spec
+    report = result.bake = BakeReport(spec)
+    start = time.monotonic()
+    try:
+        target = target_for(spec)
+        with pipeline.phase(report, "check", say):
+            report.source_image = target.source_image(say)
+            rendered = render.render(spec, packer_version, report.source_image)
+            report.fingerprint = rendered.fingerprint
+            head = pipeline.head_or_none(target.store, spec.family)
+        result.head_before = result.head_after = head.name if head else ""
+        if head is not None and head.labels.get("input-fingerprint") == render.fingerprint_label(rendered.fingerprint):
+            result.action = "skipped"
+            result.reason = (
+                f"unchanged: head {head.name} was baked from these inputs (fingerprint {report.fingerprint[:16]})"
+            )
+            return
+        result.reason = rebake_reason(head, rendered)
+        say(f"rebake: {result.reason}")
+        pipeline.bake(spec, target, say, build=build, report=report)
+        result.action = "baked"
+        result.head_after = report.head.name if report.head else ""
+        result.reason = f"{result.reason}; published {report.image_name}"
+    except Interrupted as exc:
+        result.action, result.reason = "failed", str(exc)
+        raise
+    except KeyboardInterrupt:
+        result.action, result.reason = "failed", "interrupted"
+        raise
+    except BakeryError as exc:
+        result.action, result.reason = "failed", str(exc)
+        say(f"FAILED {spec.variant_name}: {exc}")
+    finally:
+        result.seconds = time.monotonic() - start
+
+
+def rebake_reason(head: ImageRecord | None, rendered: render.Rendered) -> str:
+    """Why the variant is baked: no head, or what differs from the head (source image, changed inputs
+    when the head's manifest is at hand)."""
+    if head is None:
+        return "the family has no ACTIVE image yet"
+    if "input-fingerprint" not in head.labels:
+        return f"head {head.name} has no input-fingerprint label (not baked by this tool)"
+    parts = []
+    source = label_value(rendered.source_image.rsplit("/", 1)[-1])
+    if head.labels.get("source-image") not in (None, source):
+        parts.append(f"source image {head.labels['source-image']} -> {source}")
+    changed = changed_inputs(head, rendered)
+    if changed:
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        parts.append("changed " + ", ".join(changed[:5]) + more)
+    return f"inputs differ from head {head.name}" + (f": {'; '.join(parts)}" if parts else "")
+
+
+def changed_inputs(head: ImageRecord, rendered: render.Rendered) -> list[str]:
+    """Input files that differ from the head's manifest (empty if the manifest is not at hand)."""
+    if not head.manifest or not Path(head.manifest).is_file():
+        return []
+    try:
+        before = provenance.load(Path(head.manifest)).get("inputs", {})
+    except BakeryError:
+        return []
+    now = json.loads((rendered.directory / render.FINGERPRINT_FILE).read_text())["files"]
+    return [path for path in sorted(before.keys() | now.keys()) if before.get(path) != now.get(path)]
+
+
+def write_reports(nightly: NightlyRun, directory: Path) -> runreport.Written:
+    """The JSON and Markdown reports, the merged JUnit and a copy of each manifest, under ``directory``."""
+    manifests = directory / "manifests"
+    for result in nightly.results:
+        bake = result.bake
+        if bake is not None and bake.manifest is not None and bake.manifest.is_file():
+            manifests.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bake.manifest, manifests / f"{bake.image_name}.json")
+    return runreport.write(nightly, directory, bakery_version=__version__)
