@@ -84,7 +84,7 @@ def run(
     try:
         for result in nightly.results:
             say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
-            run_variant(result, target_for, build, packer_version, say)
+            run_variant(result, target_for, build, packer_version, say, now=now())
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
     except (Interrupted, KeyboardInterrupt):
         for result in nightly.results:
@@ -113,7 +113,13 @@ def run(
 
 
 def run_variant(
-    result: VariantResult, target_for: TargetFactory, build: Builder, packer_version: tuple[int, int, int], say: Say
+    result: VariantResult,
+    target_for: TargetFactory,
+    build: Builder,
+    packer_version: tuple[int, int, int],
+    say: Say,
+    *,
+    now: datetime.datetime,
 ) -> None:
     """Decide and, if needed, bake one variant; record the outcome in ``result`` (never raises a
     BakeryError other than Interrupted)."""
@@ -130,13 +136,11 @@ def run_variant(
         result.head_before = result.head_after = head.name if head else ""
         if head is not None and head.labels.get("input-fingerprint") == render.fingerprint_label(rendered.fingerprint):
             result.action = "skipped"
-            result.reason = (
-                f"unchanged: head {head.name} was baked from these inputs (fingerprint {report.fingerprint[:16]})"
-            )
+            result.reason = f"unchanged: head {head.name} carries input fingerprint {report.fingerprint[:16]}"
             return
         result.reason = rebake_reason(head, rendered)
         say(f"rebake: {result.reason}")
-        pipeline.bake(spec, target, say, build=build, report=report)
+        pipeline.bake(spec, target, say, build=build, report=report, now=now)
         result.action = "baked"
         result.head_after = report.head.name if report.head else ""
         result.reason = f"{result.reason}; published {report.image_name}"

@@ -51,7 +51,7 @@ def build(
         "input_fingerprint": fingerprint,
         "inputs": inputs,
         "config": config,
-        "packages": [[p.name, p.version, p.architecture] for p in outcome.packages] if outcome else [],
+        "packages": sorted([p.name, p.version, p.architecture] for p in outcome.packages) if outcome else [],
         "tests": None
         if outcome is None
         else {

@@ -44,7 +44,13 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 @pytest.fixture
-def fake(connections: list[Any]) -> Iterator[FakeCompute]:
+def loopback_ports() -> set[int]:
+    """Ports of other servers a test starts on 127.0.0.1 (e.g. a webhook) that may be connected to."""
+    return set()
+
+
+@pytest.fixture
+def fake(connections: list[Any], loopback_ports: set[int]) -> Iterator[FakeCompute]:
     """A running fake with one base image and the variants' public families; fails the test on any schema
     violation or foreign connection."""
     compute = FakeCompute(project=PROJECT)
@@ -54,7 +60,8 @@ def fake(connections: list[Any]) -> Iterator[FakeCompute]:
         yield compute
     port = int(compute.endpoint.rsplit(":", 1)[1])
     assert compute.violations == [], "fake Compute API saw schema violations"
-    assert {tuple(a) for a in connections} <= {("127.0.0.1", port)}, f"foreign connections: {connections}"
+    allowed = {("127.0.0.1", p) for p in {port, *loopback_ports}}
+    assert {tuple(a) for a in connections} <= allowed, f"foreign connections: {connections}"
 
 
 @pytest.fixture

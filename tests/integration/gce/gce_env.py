@@ -1,4 +1,5 @@
-"""Constants and the client factory the GCE integration tests share with their fixtures."""
+"""What the GCE integration tests share: constants, the client factory, the public source images, the
+build step on the fake (``PackerOnFake``) and the recorded image-test runner."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from bakery import render
 from bakery.errors import PackerError
 from bakery.gce.client import ComputeClients
 from bakery.gce.retry import RetryPolicy
+from bakery.gce.target import SuiteRun
+from bakery.local.vm import RunningVM, TestOutcome, parse_junit
 from tests.fakes.compute import FakeCompute
 
 PROJECT = "bakery-test"
@@ -72,3 +75,38 @@ class PackerOnFake:
 
 
 FAMILY_BASE = "debian-12-base"  # the fake's own base image (conftest), standing in for the public one
+
+PASSING = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="test_packages" name="test_osquery_installed" time="0.1"/>
+<testcase classname="test_services" name="test_osqueryd_enabled" time="0.1"/>
+<testcase classname="test_seal" name="test_machine_id_is_this_vms" time="0.1"/>
+<testcase classname="test_fluentd" name="test_pubsub_plugin" time="0.1"><skipped message="stand-in"/></testcase>
+</testsuite></testsuites>
+"""
+FAILING = PASSING.replace(
+    '<testcase classname="test_services" name="test_osqueryd_enabled" time="0.1"/>',
+    '<testcase classname="test_services" name="test_osqueryd_enabled" time="0.1"><failure message="disabled"/>'
+    "</testcase>",
+)
+
+
+@dataclass
+class RecordedRunner:
+    """The runner seam: records what it was given (and the ssh_config at that moment), writes a recorded
+    JUnit report and returns its counts; or raises ``error`` (an interrupt)."""
+
+    junit: str = PASSING
+    error: BaseException | None = None
+    calls: list[tuple[RunningVM, SuiteRun, str]] = field(default_factory=list)
+    instances_seen: list[list[str]] = field(default_factory=list)
+    fake: FakeCompute | None = None
+
+    def __call__(self, vm: RunningVM, run: SuiteRun) -> TestOutcome:
+        self.calls.append((vm, run, vm.ssh_config.read_text()))
+        if self.fake is not None:
+            self.instances_seen.append([name for _, name in self.fake.instances])
+        if self.error is not None:
+            raise self.error
+        run.junit.parent.mkdir(parents=True, exist_ok=True)
+        run.junit.write_text(self.junit)
+        return parse_junit(run.junit, run.junit.with_suffix(".log"))

@@ -11,7 +11,6 @@ import hashlib
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,11 +25,10 @@ from bakery.gce import target as gce_target
 from bakery.gce.client import ComputeClients, OperationFailed
 from bakery.gce.instances import Instances
 from bakery.gce.store import GceImageStore
-from bakery.gce.target import GceTarget, SuiteRun
+from bakery.gce.target import GceTarget
 from bakery.images import DeprecationState
-from bakery.local.vm import RunningVM, TestOutcome, parse_junit
 from tests.fakes.compute import FakeCompute
-from tests.integration.gce.gce_env import PROJECT, ZONE, PackerOnFake, make_clients
+from tests.integration.gce.gce_env import FAILING, PROJECT, ZONE, PackerOnFake, RecordedRunner, make_clients
 
 FAMILY = "gl-osquery-debian-12"
 CANDIDATES = f"{FAMILY}-candidate"
@@ -45,18 +43,6 @@ MUTATIONS = {
     "compute.instances.delete",
     "compute.disks.delete",
 }
-PASSING = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
-<testcase classname="test_packages" name="test_osquery_installed" time="0.1"/>
-<testcase classname="test_services" name="test_osqueryd_enabled" time="0.1"/>
-<testcase classname="test_seal" name="test_machine_id_is_this_vms" time="0.1"/>
-<testcase classname="test_fluentd" name="test_pubsub_plugin" time="0.1"><skipped message="stand-in"/></testcase>
-</testsuite></testsuites>
-"""
-FAILING = PASSING.replace(
-    '<testcase classname="test_services" name="test_osqueryd_enabled" time="0.1"/>',
-    '<testcase classname="test_services" name="test_osqueryd_enabled" time="0.1"><failure message="disabled"/>'
-    "</testcase>",
-)
 
 
 def gce_spec(
@@ -82,28 +68,6 @@ def gce_spec(
         }
     )
     return BuildSpec(config, "gstg", "debian-12", render.PROJECT_ROOT)
-
-
-@dataclass
-class RecordedRunner:
-    """The runner seam: records what it was given (and the ssh_config at that moment), writes a recorded
-    JUnit report and returns its counts; or raises ``error`` (an interrupt)."""
-
-    junit: str = PASSING
-    error: BaseException | None = None
-    calls: list[tuple[RunningVM, SuiteRun, str]] = field(default_factory=list)
-    instances_seen: list[list[str]] = field(default_factory=list)
-    fake: FakeCompute | None = None
-
-    def __call__(self, vm: RunningVM, run: SuiteRun) -> TestOutcome:
-        self.calls.append((vm, run, vm.ssh_config.read_text()))
-        if self.fake is not None:
-            self.instances_seen.append([name for _, name in self.fake.instances])
-        if self.error is not None:
-            raise self.error
-        run.junit.parent.mkdir(parents=True, exist_ok=True)
-        run.junit.write_text(self.junit)
-        return parse_junit(run.junit, run.junit.with_suffix(".log"))
 
 
 def seed_candidate(fake: FakeCompute, spec: BuildSpec, name: str, *, source: str = "upstream") -> None:
