@@ -168,3 +168,60 @@ def test_interrupt_leaves_nothing_behind(baked, signum: int, code: int, when: st
     assert not (tmp / "build" / "output" / "local" / "debian-12").exists()
     assert not list((tmp / "registry" / ".tmp").glob("*"))
     assert not list(Path("/tmp").glob("bakery-*"))
+
+
+# --- the nightly on the local target (after the tests above: the family holds the one baked image) ---
+
+
+def test_nightly_after_the_bake_starts_no_vm_and_bakes_nothing(baked) -> None:
+    tmp, _ = baked
+    before = head(tmp / "registry")
+    reports = tmp / "reports" / "noop"
+    start = time.monotonic()
+    proc = invoke(runtime(tmp), "nightly", "--report-dir", str(reports), timeout=300)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert f"unchanged: head {before} carries input fingerprint" in proc.stdout
+    assert "==> prepare" not in proc.stdout and "packer:" not in proc.stdout, "no base image, builder or VM"
+    assert "nightly local: debian-12 skipped" in proc.stdout
+    assert head(tmp / "registry") == before
+    report = json.loads((reports / "nightly.json").read_text())
+    assert report["counts"] == {"baked": 0, "skipped": 1, "failed": 0, "not run": 0}
+    assert list(report["variants"][0]["phases_s"]) == ["check"]
+    assert elapsed < 120, f"a no-op nightly took {elapsed:.0f} s"
+
+
+def test_nightly_rebakes_a_changed_pack_and_diff_shows_the_change(baked, tmp_path: Path) -> None:
+    from bakery import cli, nightly
+    from bakery.config import Settings
+
+    tmp, _ = baked
+    root = tmp_path / "project"  # a copy of the inputs, so the test can change a pack
+    for part in ("templates", "provision", "packs"):
+        shutil.copytree(ROOT / part, root / part)
+    loaded = cli.project_settings(runtime(tmp))
+    settings = Settings(loaded.config.model_copy(update={"image_suite": str(ROOT / "tests" / "image")}), root)
+    old = head(tmp / "registry")
+    lines: list[str] = []
+    same = nightly.run(settings, "local", None, lines.append, report_dir=tmp_path / "r1")
+    assert [r.action for r in same.results] == ["skipped"], "a byte-identical copy of the inputs is unchanged"
+
+    pack = root / "packs" / "compliance.conf"
+    pack.write_text(pack.read_text().replace('"interval": 3600', '"interval": 7200', 1))
+    changed = nightly.run(settings, "local", None, lines.append, report_dir=tmp_path / "r2")
+    [result] = changed.results
+    assert result.action == "baked", "\n".join(lines[-40:])
+    assert f"inputs differ from head {old}: changed files/etc/osquery/packs/compliance.conf" in result.reason
+    new = head(tmp / "registry")
+    assert new != old and new == result.head_after
+
+    manifest = json.loads((tmp / "registry" / "images" / new / "manifest.json").read_text())
+    packages = {name: version for name, version, _arch in manifest["packages"]}
+    assert packages["osquery"] == "0.0.0~standin" and len(packages) > 100, "read from the VM with dpkg-query"
+    assert (tmp_path / "r2" / "manifests" / f"{new}.json").is_file()
+
+    proc = invoke(runtime(tmp), "diff", old, new, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "  ~ compliance.conf" in proc.stdout
+    assert '      -      "interval": 3600,' in proc.stdout and '      +      "interval": 7200,' in proc.stdout
+    assert f"packages: unchanged ({len(packages)})" in proc.stdout
