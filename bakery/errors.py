@@ -72,7 +72,9 @@ class RegistryError(BakeryError):
 
 
 class ProvenanceError(BakeryError):
-    """A manifest is missing, unreadable or not ours (``invoke diff``)."""
+    """A manifest is missing, unreadable or not ours (``invoke diff``): bad input."""
+
+    exit_code = 2
 
 
 class NightlyFailed(BakeryError):

@@ -127,7 +127,9 @@ def resolve(ref: str, store: ImageStore, directories: list[Path]) -> Path:
     stored manifest (local registry), else the file under ``directories`` whose hash the image's
     ``manifest-sha256`` label names (GCE). A stored manifest must match that label too."""
     path = Path(ref)
-    if path.suffix == ".json" and path.is_file():
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise ProvenanceError(f"manifest file {ref} does not exist: give an image name or a manifest's path")
         return path
     record = store.get(ref)
     label = record.labels.get("manifest-sha256")

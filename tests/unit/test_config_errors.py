@@ -209,6 +209,35 @@ CASES = [
         ["bakery.environments.local.local.disk_size", "'lots'", "like 4G"],
     ),
     ("unknown-pack", "  osquery:\n    packs: [no-such-pack]\n", ["render"], {}, ["packs/no-such-pack.conf"]),
+    (
+        "unknown-variant-pack",
+        "  variants:\n    debian-12:\n      packs: [no-such-pack]\n",
+        ["render"],
+        {},
+        ["bakery.variants.debian-12.packs names 'no-such-pack'", "packs/no-such-pack.conf"],
+    ),
+    (
+        "bad-webhook-url",
+        "  notify:\n    webhook_url: hooks.example.org/x\n",
+        ["nightly"],
+        {},
+        ["bakery.notify.webhook_url", "is not an http(s) URL"],
+    ),
+    (
+        "webhook-url-from-env",
+        "",
+        ["nightly"],
+        {"INVOKE_BAKERY_NOTIFY_WEBHOOK_URL": "ftp://x"},
+        ["INVOKE_BAKERY_NOTIFY_WEBHOOK_URL", "is not an http(s) URL"],
+    ),
+    ("nightly-unknown-env", "", ["nightly", "--env", "staging"], {}, ["unknown environment 'staging'"]),
+    (
+        "diff-missing-manifest",
+        "",
+        ["diff", "/nonexistent/a.json", "b"],
+        {},
+        ["manifest file /nonexistent/a.json does not exist"],
+    ),
 ]
 
 
