@@ -264,6 +264,7 @@ def plan(spec: BuildSpec, target: Target) -> list[str]:
     name = image_name(spec.family, datetime.datetime.now(datetime.UTC), git_sha())
     return [
         f"environment {spec.env_name}, variant {spec.variant_name}, artifact source {spec.artifact_source}",
+        f"source image {target.source_image(lambda _line: None)}",
         f"render into {spec.build_dir}",
         "validate: packer validate + packer fmt -check; lint osquery.conf, packs, Fluentd and rsyslog snippets",
         *target.plan(spec.build_dir),

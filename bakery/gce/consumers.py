@@ -99,4 +99,4 @@ def find(clients: ComputeClients, family: str, family_images: set[str]) -> list[
                     f"template {', '.join(used)}, target size {mig.target_size}",
                 )
             )
-    return found
+    return sorted(found, key=lambda c: (c.kind != "instance template", c.scope != "global", c.scope, c.name))

@@ -1,0 +1,72 @@
+"""The blast radius on the fake Compute API: instance templates (global and regional) that follow the
+family or pin one of its images, the MIGs built from them; printed before a publish; `--dry-run` plans
+name the resolved source image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bakery import pipeline
+from bakery.gce import consumers
+from bakery.gce.client import ComputeClients
+from bakery.gce.target import GceTarget
+from tests.fakes.compute import FakeCompute
+from tests.integration.gce.gce_env import PROJECT, PackerOnFake, RecordedRunner
+from tests.integration.gce.test_gce_pipeline import FAMILY, gce_spec, mutations
+
+LINK = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/images/"
+
+
+def seed_fleet(fake: FakeCompute) -> None:
+    fake.seed_image(f"{FAMILY}-r1", FAMILY)
+    fake.seed_template("web-follows", f"{LINK}family/{FAMILY}")
+    fake.seed_template("db-pinned", f"projects/{PROJECT}/global/images/{FAMILY}-r1")
+    fake.seed_template("ci-regional", f"global/images/family/{FAMILY}", region="us-east1")
+    fake.seed_template("other-family", f"{LINK}family/gl-osquery-ubuntu-2204")
+    fake.seed_template("public-debian", "projects/debian-cloud/global/images/family/debian-12")
+    fake.seed_mig("web-mig", "web-follows", zone="us-east1-c", size=3)
+    fake.seed_mig("ci-mig", "ci-regional", region="us-east1", size=5)
+    fake.seed_mig("other-mig", "other-family", zone="us-east1-b")
+
+
+def test_consumers_are_templates_on_the_family_or_its_images_and_their_migs(
+    fake: FakeCompute, clients: ComputeClients
+) -> None:
+    seed_fleet(fake)
+    found = consumers.find(clients, FAMILY, {f"{FAMILY}-r1"})
+    assert [c.line() for c in found] == [
+        f"instance template db-pinned (global): pinned to image {FAMILY}-r1 of {FAMILY}: unaffected until the "
+        "template changes",
+        f"instance template web-follows (global): follows family {FAMILY}: new instances boot the new head",
+        f"instance template ci-regional (regions/us-east1): follows family {FAMILY}: new instances boot the new head",
+        "managed instance group ci-mig (regions/us-east1): template ci-regional, target size 5",
+        "managed instance group web-mig (zones/us-east1-c): template web-follows, target size 3",
+    ]
+
+
+def test_no_consumers(fake: FakeCompute, clients: ComputeClients) -> None:
+    assert consumers.find(clients, FAMILY, set()) == []
+
+
+def test_a_bake_prints_the_blast_radius_before_it_publishes(
+    fake: FakeCompute, clients: ComputeClients, tmp_path: Path
+) -> None:
+    seed_fleet(fake)
+    spec = gce_spec(tmp_path)
+    lines: list[str] = []
+    report = pipeline.bake(
+        spec, GceTarget(spec, clients=clients, runner=RecordedRunner()), lines.append, build=PackerOnFake(fake)
+    )
+    radius = lines.index(f"blast radius of {FAMILY}: 5 consumer(s)")
+    assert radius < lines.index("==> publish")
+    assert lines[radius + 1].startswith("    instance template db-pinned (global)")
+    assert len(report.consumers) == 5
+
+
+def test_a_dry_run_plan_names_the_resolved_source_image_and_changes_nothing(
+    fake: FakeCompute, clients: ComputeClients, tmp_path: Path
+) -> None:
+    spec = gce_spec(tmp_path)
+    plan = pipeline.plan(spec, GceTarget(spec, clients=clients))
+    assert "source image debian-cloud/debian-12-v20261101" in plan
+    assert mutations(fake) == []
