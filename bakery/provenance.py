@@ -52,16 +52,7 @@ def build(
         "inputs": inputs,
         "config": config,
         "packages": sorted([p.name, p.version, p.architecture] for p in outcome.packages) if outcome else [],
-        "tests": None
-        if outcome is None
-        else {
-            "passed": outcome.passed,
-            "failed": outcome.failed,
-            "skipped": outcome.skipped,
-            "errors": outcome.errors,
-            "failures": outcome.failures,
-            "junit": str(outcome.junit),
-        },
+        "tests": outcome.summary() if outcome else None,
     }
 
 

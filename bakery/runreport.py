@@ -58,16 +58,7 @@ def _variant(result: VariantResult) -> dict[str, Any]:
         "head_after": result.head_after,
         "duration_s": round(result.seconds, 1),
         "phases_s": {k: round(v, 1) for k, v in bake.phases.items()} if bake else {},
-        "tests": None
-        if outcome is None
-        else {
-            "passed": outcome.passed,
-            "failed": outcome.failed,
-            "skipped": outcome.skipped,
-            "errors": outcome.errors,
-            "failures": outcome.failures,
-            "junit": str(outcome.junit),
-        },
+        "tests": outcome.summary() if outcome else None,
         "packages": len(outcome.packages) if outcome else 0,
         "consumers": bake.consumers if bake else [],
         "retention_deleted": bake.deleted if bake else [],

@@ -344,6 +344,17 @@ class TestOutcome:
     def ok(self) -> bool:
         return self.failed == 0 and self.errors == 0 and self.passed > 0
 
+    def summary(self) -> dict[str, object]:
+        """The counts, failed test ids and JUnit path (for manifests and reports)."""
+        return {
+            "passed": self.passed,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "failures": self.failures,
+            "junit": str(self.junit),
+        }
+
 
 def pytest_argv(vm: RunningVM, suite_dir: Path, junit_xml: Path, extra_args: Sequence[str]) -> list[str]:
     """The testinfra command: every check goes over the VM's multiplexed SSH connection."""
