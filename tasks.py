@@ -149,15 +149,19 @@ def reap(c: Context, env: str | None = None, dry_run: bool = False) -> None:
         "env": ENV_HELP,
         "variant": VARIANT_HELP,
         "report_dir": "where the report goes (default: build/reports/nightly/ENV/YYYYMMDD-HHMMSS)",
+        "dry_run": "decide and report which variants would be baked; bake nothing",
     }
 )
-def nightly(c: Context, env: str | None = None, variant: str | None = None, report_dir: str | None = None) -> None:
+def nightly(
+    c: Context, env: str | None = None, variant: str | None = None, report_dir: str | None = None, dry_run: bool = False
+) -> None:
     """Bake every variant whose inputs changed (skip the rest); report JSON, Markdown and JUnit; exit 1 on failure."""
     from bakery import nightly as nightly_run
 
     settings = cli.settings(c)
     with cli.errors_to_exit():
-        nightly_run.run(settings, env, variant, cli.say, report_dir=Path(report_dir) if report_dir else None)
+        directory = Path(report_dir) if report_dir else None
+        nightly_run.run(settings, env, variant, cli.say, report_dir=directory, dry_run=dry_run)
 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP})

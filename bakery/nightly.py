@@ -26,7 +26,7 @@ from bakery.images import ImageRecord
 from bakery.packer import detect_version
 from bakery.pipeline import BakeReport, Builder, Say, Target
 
-Action = Literal["skipped", "baked", "failed", "not run"]
+Action = Literal["skipped", "baked", "would bake", "failed", "not run"]
 TargetFactory = Callable[[BuildSpec], Target]
 
 
@@ -73,9 +73,10 @@ def run(
     target_for: TargetFactory = pipeline.target_for,
     build: Builder = pipeline.packer_build,
     now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    dry_run: bool = False,
 ) -> NightlyRun:
     """Run the nightly over ``env``'s variants (or one); write the report; raise NightlyFailed if any
-    variant failed (after the report and the webhook)."""
+    variant failed (after the report and the webhook). ``dry_run``: decide and report, bake nothing."""
     specs = settings.specs(env, variant)
     nightly = NightlyRun(specs[0].env_name, now(), [VariantResult(spec) for spec in specs])
     nightly.git_sha = pipeline.git_sha()
@@ -84,7 +85,7 @@ def run(
     try:
         for result in nightly.results:
             say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
-            run_variant(result, target_for, build, packer_version, say, now=now())
+            run_variant(result, target_for, build, packer_version, say, now=now(), dry_run=dry_run)
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
     except (Interrupted, KeyboardInterrupt):
         for result in nightly.results:
@@ -120,6 +121,7 @@ def run_variant(
     say: Say,
     *,
     now: datetime.datetime,
+    dry_run: bool = False,
 ) -> None:
     """Decide and, if needed, bake one variant; record the outcome in ``result`` (never raises a
     BakeryError other than Interrupted)."""
@@ -139,6 +141,9 @@ def run_variant(
             result.reason = f"unchanged: head {head.name} carries input fingerprint {report.fingerprint[:16]}"
             return
         result.reason = rebake_reason(head, rendered)
+        if dry_run:
+            result.action = "would bake"
+            return
         say(f"rebake: {result.reason}")
         pipeline.bake(spec, target, say, build=build, report=report, now=now)
         result.action = "baked"

@@ -38,7 +38,10 @@ def to_dict(nightly: NightlyRun, *, bakery_version: str) -> dict[str, Any]:
         "bakery_version": bakery_version,
         "git_sha": nightly.git_sha,
         "ok": not nightly.failed,
-        "counts": {a: sum(r.action == a for r in nightly.results) for a in ("baked", "skipped", "failed", "not run")},
+        "counts": {
+            a: sum(r.action == a for r in nightly.results)
+            for a in ("baked", "skipped", "would bake", "failed", "not run")
+        },
         "variants": [_variant(r) for r in nightly.results],
     }
 
@@ -75,7 +78,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"{report['started']} → {report['finished']} ({report['duration_s']} s), osquery-bakery "
         f"{report['bakery_version']} at {report['git_sha']}: {counts['baked']} baked, {counts['skipped']} skipped, "
-        f"{counts['failed'] + counts['not run']} failed",
+        f"{counts['failed'] + counts['not run']} failed"
+        + (f", {counts['would bake']} would be baked (dry run)" if counts["would bake"] else ""),
         "",
         "| variant | action | image | fingerprint | tests (pass/fail/skip) | time | reason |",
         "|---|---|---|---|---|---|---|",
@@ -88,7 +92,7 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"{counts_cell} | {v['duration_s']} s | {_cell(v['reason'])} |"
         )
     for v in report["variants"]:
-        if v["action"] == "skipped":
+        if v["action"] in ("skipped", "would bake"):
             continue
         lines += ["", f"## {v['variant']}: {v['action']}", "", f"- reason: {v['reason']}"]
         lines.append(

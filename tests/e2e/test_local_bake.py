@@ -186,7 +186,7 @@ def test_nightly_after_the_bake_starts_no_vm_and_bakes_nothing(baked) -> None:
     assert "nightly local: debian-12 skipped" in proc.stdout
     assert head(tmp / "registry") == before
     report = json.loads((reports / "nightly.json").read_text())
-    assert report["counts"] == {"baked": 0, "skipped": 1, "failed": 0, "not run": 0}
+    assert report["counts"] == {"baked": 0, "skipped": 1, "would bake": 0, "failed": 0, "not run": 0}
     assert list(report["variants"][0]["phases_s"]) == ["check"]
     assert elapsed < 120, f"a no-op nightly took {elapsed:.0f} s"
 

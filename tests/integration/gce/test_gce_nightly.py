@@ -30,8 +30,15 @@ from bakery.gce.target import GceTarget, SuiteRun
 from bakery.local.vm import Package, RunningVM, TestOutcome
 from tests.fakes.compute import FakeCompute
 from tests.integration.gce.gce_env import FAILING, PROJECT, ZONE, PackerOnFake, RecordedRunner
+from tests.integration.gce.test_gce_pipeline import MUTATIONS
 
 VARIANTS = ("debian-12", "ubuntu-2204", "ubuntu-2404")
+
+
+def mutations(calls: list[Any]) -> list[str]:
+    return [c.method for c in calls if c.method in MUTATIONS]
+
+
 PACKAGES = [Package("osquery", "5.23.1-1.linux", "amd64"), Package("fluent-package", "6.0.0-1", "amd64")]
 
 
@@ -160,7 +167,13 @@ def test_first_nightly_bakes_every_variant_and_the_second_bakes_nothing(bed: Bed
             == first.results[VARIANTS.index(result.spec.variant_name)].head_after
         )
     report = bed.report(2)
-    assert report["ok"] is True and report["counts"] == {"baked": 0, "skipped": 3, "failed": 0, "not run": 0}
+    assert report["ok"] is True and report["counts"] == {
+        "baked": 0,
+        "skipped": 3,
+        "would bake": 0,
+        "failed": 0,
+        "not run": 0,
+    }
 
 
 def test_a_changed_variant_pack_rebakes_only_that_variant(bed: Bed) -> None:
@@ -200,6 +213,20 @@ def test_a_newer_source_image_rebakes_only_its_variant_from_that_image(bed: Bed)
     assert bed.report(2)["variants"][1]["source_image"] == "ubuntu-os-cloud/ubuntu-2204-lts-v20261120"
     bed.nightly(3)
     assert bed.baked() == [], "and the next night it is current"
+
+
+def test_a_dry_run_reports_what_would_be_baked_and_changes_nothing(bed: Bed) -> None:
+    bed.nightly(1)
+    bed.fake.seed_public_image("ubuntu-os-cloud", "ubuntu-2204-lts-v20261120", "ubuntu-2204-lts")
+    calls = len(bed.fake.calls)
+    bed.nightly(2, dry_run=True)
+    assert bed.baked() == []
+    assert bed.actions(2) == {"debian-12": "skipped", "ubuntu-2204": "would bake", "ubuntu-2404": "skipped"}
+    assert mutations(bed.fake.calls[calls:]) == []
+    markdown = (bed.root / "reports" / "2" / "nightly.md").read_text()
+    assert "0 baked, 2 skipped, 0 failed, 1 would be baked (dry run)" in markdown
+    bed.nightly(3)
+    assert bed.baked() == ["ubuntu-2204"]
 
 
 def test_a_deprecated_source_image_is_not_the_family_head(bed: Bed) -> None:
