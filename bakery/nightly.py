@@ -105,7 +105,9 @@ def run(
                 say(f"failure summary sent to the webhook at {notify.safe_url(url)}")
             except BakeryError as exc:
                 say(f"WARNING: {exc}")
-        failed = ", ".join(f"{r.spec.variant_name} ({r.reason})" for r in nightly.failed)
+        failed = ", ".join(
+            f"{r.spec.variant_name} ({r.reason.splitlines()[0] if r.reason else '?'})" for r in nightly.failed
+        )
         raise NightlyFailed(
             f"nightly {nightly.env_name}: {len(nightly.failed)} of {len(nightly.results)} variants failed: "
             f"{failed}; report {written.markdown}"

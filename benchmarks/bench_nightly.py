@@ -75,6 +75,8 @@ def main() -> None:
             f"builder VMs started {attempted}; instances created {created}; "
             f"Compute API calls per run: {calls_since(fake, first_call)}"
         )
+        print(f"\nthe last run's {reports / 'nightly.md'}:\n")
+        print((reports / "nightly.md").read_text())
 
 
 def seed_heads(fake: FakeCompute, settings: Settings, project: str, zone: str, tmp: Path) -> None:
