@@ -177,9 +177,7 @@ def test_nightly_after_the_bake_starts_no_vm_and_bakes_nothing(baked) -> None:
     tmp, _ = baked
     before = head(tmp / "registry")
     reports = tmp / "reports" / "noop"
-    start = time.monotonic()
     proc = invoke(runtime(tmp), "nightly", "--report-dir", str(reports), timeout=300)
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert f"unchanged: head {before} carries input fingerprint" in proc.stdout
     assert "==> prepare" not in proc.stdout and "packer:" not in proc.stdout, "no base image, builder or VM"
@@ -188,7 +186,6 @@ def test_nightly_after_the_bake_starts_no_vm_and_bakes_nothing(baked) -> None:
     report = json.loads((reports / "nightly.json").read_text())
     assert report["counts"] == {"baked": 0, "skipped": 1, "would bake": 0, "failed": 0, "not run": 0}
     assert list(report["variants"][0]["phases_s"]) == ["check"]
-    assert elapsed < 120, f"a no-op nightly took {elapsed:.0f} s"
 
 
 def test_nightly_rebakes_a_changed_pack_and_diff_shows_the_change(baked, tmp_path: Path) -> None:
