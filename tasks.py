@@ -195,9 +195,11 @@ def diff_(
     settings = cli.settings(c)
     with cli.errors_to_exit():
         spec = settings.specs(env)[0]
-        store = pipeline.target_for(spec).store
         dirs = [Path(d) for d in manifest_dir or []] or [settings.build_root / "runs", settings.build_root / "reports"]
-        old, new = (provenance.load(provenance.resolve(ref, store, dirs)) for ref in (image_a, image_b))
+        old, new = (
+            provenance.load(provenance.resolve(ref, lambda: pipeline.target_for(spec).store, dirs))
+            for ref in (image_a, image_b)
+        )
         cli.say("\n".join(provenance.diff(old, new)))
 
 

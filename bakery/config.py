@@ -9,6 +9,7 @@ file that set the key, the key, the value and the fix.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,8 +265,16 @@ class Notify(_Model):
     @field_validator("webhook_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-            raise ValueError(f"{value[:40]!r}… is not an http(s) URL: give the webhook's full URL or leave it empty")
+        if not value:
+            return value
+        try:
+            parts = urllib.parse.urlsplit(value)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+            _ = parts.port  # raises on a malformed port
+        except ValueError:
+            valid = False
+        if not valid:  # the value is not echoed: a webhook URL carries its secret
+            raise ValueError("is not an http(s) URL: give the webhook's full URL (https://host/path) or leave it empty")
         return value
 
 

@@ -21,8 +21,8 @@ from typing import Literal
 from bakery import __version__, notify, pipeline, provenance, render, runreport
 from bakery.config import BuildSpec, Settings
 from bakery.encode import label_value
-from bakery.errors import BakeryError, Interrupted, NightlyFailed
-from bakery.images import ImageRecord
+from bakery.errors import BakeryError, Interrupted, NightlyFailed, RegistryError
+from bakery.images import ImageRecord, ImageStore
 from bakery.packer import detect_version
 from bakery.pipeline import BakeReport, Builder, Say, Target
 
@@ -87,10 +87,11 @@ def run(
             say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
             run_variant(result, target_for, build, packer_version, say, now=now(), dry_run=dry_run)
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
-    except (Interrupted, KeyboardInterrupt):
+    except BaseException as exc:
+        why = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else f"stopped by {exc!r}"
         for result in nightly.results:
             if result.action == "not run":
-                result.reason = result.reason or "not run: the nightly was interrupted"
+                result.reason = result.reason or f"not run: the nightly was {why}"
         raise
     finally:
         nightly.finished = now()
@@ -125,8 +126,8 @@ def run_variant(
     now: datetime.datetime,
     dry_run: bool = False,
 ) -> None:
-    """Decide and, if needed, bake one variant; record the outcome in ``result`` (never raises a
-    BakeryError other than Interrupted)."""
+    """Decide and, if needed, bake one variant; record the outcome in ``result``. Only an interrupt
+    escapes: any other error fails this variant and the nightly goes on with the next."""
     spec = result.spec
     report = result.bake = BakeReport(spec)
     start = time.monotonic()
@@ -136,11 +137,20 @@ def run_variant(
             report.source_image = target.source_image(say)
             rendered = render.render(spec, packer_version, report.source_image)
             report.fingerprint = rendered.fingerprint
-            head = pipeline.head_or_none(target.store, spec.family)
+            head = current_head(target.store, spec.family)
+            label = render.fingerprint_label(rendered.fingerprint)
+            rolled_back = None if head_matches(head, label) else rolled_back_image(target.store, spec.family, label)
         result.head_before = result.head_after = head.name if head else ""
-        if head is not None and head.labels.get("input-fingerprint") == render.fingerprint_label(rendered.fingerprint):
+        if head is not None and head_matches(head, label):
             result.action = "skipped"
             result.reason = f"unchanged: head {head.name} carries input fingerprint {report.fingerprint[:16]}"
+            return
+        if rolled_back is not None:
+            result.action = "skipped"
+            result.reason = (
+                f"rolled back: {rolled_back.name}, baked from these inputs, is {rolled_back.state.value}; not "
+                "rebaking the same inputs (change an input, or `invoke promote` an image, to publish again)"
+            )
             return
         result.reason = rebake_reason(head, rendered)
         if dry_run:
@@ -149,7 +159,6 @@ def run_variant(
         say(f"rebake: {result.reason}")
         pipeline.bake(spec, target, say, build=build, report=report, now=now)
         result.action = "baked"
-        result.head_after = report.head.name if report.head else ""
         result.reason = f"{result.reason}; published {report.image_name}"
     except Interrupted as exc:
         result.action, result.reason = "failed", str(exc)
@@ -160,8 +169,43 @@ def run_variant(
     except BakeryError as exc:
         result.action, result.reason = "failed", str(exc)
         say(f"FAILED {spec.variant_name}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - an unexpected error fails this variant, not the others
+        result.action, result.reason = "failed", f"unexpected {type(exc).__name__}: {exc}"
+        say(f"FAILED {spec.variant_name}: {result.reason}")
     finally:
         result.seconds = time.monotonic() - start
+        if report.published is not None:  # published, whatever failed afterwards (head read, retention)
+            result.head_after = report.head.name if report.head else report.published.name
+
+
+def current_head(store: ImageStore, family: str) -> ImageRecord | None:
+    """The family's head, or None when the family has no ACTIVE image; an error reading it (permission,
+    a 5xx after retries) is raised, never taken for an empty family (which would mean a needless bake)."""
+    try:
+        return store.get_from_family(family)
+    except RegistryError:
+        if not any(record.active for record in store.list(family)):
+            return None
+        raise
+
+
+def head_matches(head: ImageRecord | None, label: str) -> bool:
+    return head is not None and head.labels.get("input-fingerprint") == label
+
+
+def rolled_back_image(store: ImageStore, family: str, label: str) -> ImageRecord | None:
+    """A rolled-back image of the family baked from the same inputs: the nightly must not publish those
+    inputs again. Rolled back = deprecated with an OLDER replacement (a publish deprecates with the newer
+    image as replacement, and inputs that return to an old state are baked again)."""
+    records = store.list(family)
+    by_name = {record.name: record for record in records}
+    for record in records:
+        if record.active or record.labels.get("input-fingerprint") != label or not record.replacement:
+            continue
+        replacement = by_name.get(record.replacement.rsplit("/", 1)[-1])
+        if replacement is not None and replacement.created < record.created:
+            return record
+    return None
 
 
 def rebake_reason(head: ImageRecord | None, rendered: render.Rendered) -> str:

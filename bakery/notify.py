@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -18,7 +19,7 @@ class NotifyError(BakeryError):
 def safe_url(url: str) -> str:
     """The URL without path or query (webhook URLs carry their secret there), for logs."""
     parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}/…"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
 
 
 def post(url: str, payload: dict[str, Any], timeout: float) -> None:
@@ -34,7 +35,7 @@ def post(url: str, payload: dict[str, Any], timeout: float) -> None:
             status = response.status
     except urllib.error.HTTPError as exc:
         raise NotifyError(f"webhook {safe_url(url)} answered HTTP {exc.code}: the summary was not delivered") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NotifyError(f"webhook {safe_url(url)} unreachable ({reason}): the summary was not delivered") from None
     if not 200 <= status < 300:

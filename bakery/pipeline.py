@@ -19,7 +19,7 @@ from typing import Protocol
 from bakery import __version__, provenance, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
-from bakery.errors import ImageTestError, RegistryError
+from bakery.errors import BakeryError, ImageTestError, RegistryError
 from bakery.imagefiles import package_versions
 from bakery.images import ImageRecord, ImageStore, retention_plan, rollback_plan
 from bakery.local.vm import TestOutcome
@@ -193,10 +193,7 @@ def bake(
                 f"image tests failed, nothing published (family head unchanged): {failed}; JUnit: {outcome.junit}; "
                 f"the failed image is kept for inspection at {kept}"
             )
-        report.consumers = target.consumers(spec.family)
-        say(f"blast radius of {spec.family}: {len(report.consumers)} consumer(s)")
-        for line in report.consumers:
-            say(f"    {line}")
+        report.consumers = blast_radius(target, spec.family, say)
         with phase(report, "publish", say):
             labels = {
                 **render.image_labels(spec),
@@ -219,6 +216,20 @@ def bake(
     with phase(report, "retention", say):
         report.deleted = target.store.retention(spec.family, spec.env.retention.keep)
     return report
+
+
+def blast_radius(target: Target, family: str, say: Say) -> list[str]:
+    """Print (and return) who boots from ``family`` before it changes; informational, so an error
+    reading it is a warning, never a reason to throw a tested image away."""
+    try:
+        found = target.consumers(family)
+    except BakeryError as exc:
+        say(f"WARNING: cannot list the consumers of {family}: {exc}")
+        return [f"unavailable: {exc}"]
+    say(f"blast radius of {family}: {len(found)} consumer(s)")
+    for line in found:
+        say(f"    {line}")
+    return found
 
 
 def _progress(say: Say) -> Callable[[PackerEvent], None]:
@@ -315,6 +326,7 @@ def promote(spec: BuildSpec, target: Target, name: str, say: Say, *, dry_run: bo
         f"{'plan (dry run): ' if dry_run else ''}copy {name} as {new_name} into {spec.family} "
         f"(head before: {before.name if before else 'none'})"
     )
+    blast_radius(target, spec.family, say)
     if dry_run:
         return None
     record = store.promote(name, spec.family, new_name=new_name)

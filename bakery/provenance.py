@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +113,9 @@ def _image_of(path: Path) -> str | None:
     return data.get("image") if isinstance(data, dict) and "manifest_version" in data else None
 
 
-def resolve(ref: str, store: ImageStore, directories: list[Path]) -> Path:
-    """The manifest file for ``ref``: a manifest's path, or an image name looked up in ``store``: its
+def resolve(ref: str, store: ImageStore | Callable[[], ImageStore], directories: list[Path]) -> Path:
+    """The manifest file for ``ref``: a manifest's path, or an image name looked up in ``store`` (or the
+    store a callable makes, only when needed: a manifest path needs no credentials): its
     stored manifest (local registry), else the file under ``directories`` whose hash the image's
     ``manifest-sha256`` label names (GCE). A stored manifest must match that label too."""
     path = Path(ref)
@@ -122,7 +123,7 @@ def resolve(ref: str, store: ImageStore, directories: list[Path]) -> Path:
         if not path.is_file():
             raise ProvenanceError(f"manifest file {ref} does not exist: give an image name or a manifest's path")
         return path
-    record = store.get(ref)
+    record = (store() if callable(store) else store).get(ref)
     label = record.labels.get("manifest-sha256")
     stored = Path(record.manifest) if record.manifest else None
     if stored is not None and stored.is_file():

@@ -54,7 +54,11 @@ def _variant(result: VariantResult) -> dict[str, Any]:
         "family": result.spec.family,
         "action": result.action,
         "reason": result.reason,
-        "image": bake.image_name if bake and result.action != "skipped" else result.head_before,
+        "image": bake.published.name
+        if bake and bake.published
+        else result.head_before
+        if result.action == "skipped"
+        else "",
         "fingerprint": bake.fingerprint if bake else "",
         "source_image": bake.source_image if bake else "",
         "head_before": result.head_before,

@@ -215,9 +215,12 @@ class FakeCompute:
             self.templates[name] = template
             return template
 
-    def seed_mig(self, name: str, template: str, *, zone: str = "", region: str = "", size: int = 2) -> dict[str, Any]:
+    def seed_mig(
+        self, name: str, template: str, *, zone: str = "", region: str = "", size: int = 2, canary: str = ""
+    ) -> dict[str, Any]:
         """Add a managed instance group (zonal or regional) whose instances are created from ``template``
-        (a template name of this fake)."""
+        (a template name of this fake); with ``canary``, a canary rollout: two ``versions`` and no top-level
+        ``instanceTemplate``, as the API returns it then."""
         with self.lock:
             scope = f"zones/{zone}" if zone else f"regions/{region}"
             link = self.templates[template]["selfLink"]
@@ -233,6 +236,16 @@ class FakeCompute:
                 "targetSize": size,
                 ("zone" if zone else "region"): self._link(scope),
             }
+            if canary:
+                del mig["instanceTemplate"]
+                mig["versions"] = [
+                    {"name": "stable", "instanceTemplate": link},
+                    {
+                        "name": "canary",
+                        "instanceTemplate": self.templates[canary]["selfLink"],
+                        "targetSize": {"fixed": 1, "calculated": 1},
+                    },
+                ]
             self.migs[scope, name] = mig
             return mig
 

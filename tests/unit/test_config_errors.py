@@ -230,6 +230,13 @@ CASES = [
         {"INVOKE_BAKERY_NOTIFY_WEBHOOK_URL": "ftp://x"},
         ["INVOKE_BAKERY_NOTIFY_WEBHOOK_URL", "is not an http(s) URL"],
     ),
+    (
+        "webhook-url-bad-port",
+        "  notify:\n    webhook_url: https://hooks.example.org:abc/s3cret\n",
+        ["nightly"],
+        {},
+        ["bakery.notify.webhook_url", "is not an http(s) URL"],
+    ),
     ("nightly-unknown-env", "", ["nightly", "--env", "staging"], {}, ["unknown environment 'staging'"]),
     (
         "diff-missing-manifest",
@@ -251,6 +258,11 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, runtime: str, args: list[s
     for text in expected:
         assert text in lines[0], lines[0]
     assert not build.exists(), sorted(build.rglob("*"))
+
+
+def test_a_bad_webhook_url_is_not_echoed(tmp_path: Path) -> None:
+    proc, _ = run_invoke(tmp_path, "  notify:\n    webhook_url: https://hooks.example.org:abc/s3cret\n", "nightly")
+    assert proc.returncode == 2 and "s3cret" not in proc.stderr + proc.stdout, proc.stderr
 
 
 def test_error_names_the_file_that_set_the_key(tmp_path: Path) -> None:

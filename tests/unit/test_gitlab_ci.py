@@ -524,3 +524,21 @@ def test_invoke_checker_accepts_invoke_syntax(ns: Collection) -> None:
     # --no-X only exists for flags that default to true; invoke options before the task are not checked.
     assert check_invoke_args(["bake", "--no-dry-run"], ns) != []
     assert check_invoke_args(["-f", "x.yaml", "bake"], ns) != []
+
+
+def test_rollback_is_available_even_when_a_bake_failed(ci: dict[str, Any]) -> None:
+    # A manual job in a later stage is skipped when an earlier stage failed, unless it needs nothing.
+    assert resolve(ci, "rollback").get("needs") == []
+
+
+def test_bake_job_outlasts_bakerys_own_timeouts(ci: dict[str, Any]) -> None:
+    timeouts = cli.project_settings().config.timeouts
+    own = timeouts.packer_validate + timeouts.packer_build + timeouts.boot + timeouts.image_tests
+    timeout = resolve(ci, "bake")["timeout"]
+    hours = int(timeout.removesuffix("h"))
+    assert hours * 3600 >= own + 1800, f"bake timeout {timeout} leaves no room after bakery's {own:.0f} s"
+
+
+def test_bake_reports_never_expire(ci: dict[str, Any]) -> None:
+    # Unchanged families are skipped for months; the head's manifest must outlive them.
+    assert resolve(ci, "bake")["artifacts"]["expire_in"] == "never"

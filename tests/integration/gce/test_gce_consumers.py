@@ -27,6 +27,7 @@ def seed_fleet(fake: FakeCompute) -> None:
     fake.seed_mig("web-mig", "web-follows", zone="us-east1-c", size=3)
     fake.seed_mig("ci-mig", "ci-regional", region="us-east1", size=5)
     fake.seed_mig("other-mig", "other-family", zone="us-east1-b")
+    fake.seed_mig("canary-mig", "other-family", zone="us-east1-d", canary="web-follows")
 
 
 def test_consumers_are_templates_on_the_family_or_its_images_and_their_migs(
@@ -41,6 +42,7 @@ def test_consumers_are_templates_on_the_family_or_its_images_and_their_migs(
         f"instance template ci-regional (regions/us-east1): follows family {FAMILY}: new instances boot the new head",
         "managed instance group ci-mig (regions/us-east1): template ci-regional, target size 5",
         "managed instance group web-mig (zones/us-east1-c): template web-follows, target size 3",
+        "managed instance group canary-mig (zones/us-east1-d): template web-follows, target size 2",
     ]
 
 
@@ -57,10 +59,10 @@ def test_a_bake_prints_the_blast_radius_before_it_publishes(
     report = pipeline.bake(
         spec, GceTarget(spec, clients=clients, runner=RecordedRunner()), lines.append, build=PackerOnFake(fake)
     )
-    radius = lines.index(f"blast radius of {FAMILY}: 5 consumer(s)")
+    radius = lines.index(f"blast radius of {FAMILY}: 6 consumer(s)")
     assert radius < lines.index("==> publish")
     assert lines[radius + 1].startswith("    instance template db-pinned (global)")
-    assert len(report.consumers) == 5
+    assert len(report.consumers) == 6
 
 
 def test_a_dry_run_plan_names_the_resolved_source_image_and_changes_nothing(
@@ -70,3 +72,17 @@ def test_a_dry_run_plan_names_the_resolved_source_image_and_changes_nothing(
     plan = pipeline.plan(spec, GceTarget(spec, clients=clients))
     assert "source image debian-cloud/debian-12-v20261101" in plan
     assert mutations(fake) == []
+
+
+def test_consumers_that_cannot_be_listed_are_a_warning_not_a_lost_image(
+    fake: FakeCompute, clients: ComputeClients, tmp_path: Path
+) -> None:
+    spec = gce_spec(tmp_path)
+    fake.inject("compute.instanceGroupManagers.aggregatedList", 403)
+    lines: list[str] = []
+    report = pipeline.bake(
+        spec, GceTarget(spec, clients=clients, runner=RecordedRunner()), lines.append, build=PackerOnFake(fake)
+    )
+    assert report.published is not None
+    assert any(line.startswith(f"WARNING: cannot list the consumers of {FAMILY}: permission denied") for line in lines)
+    assert report.consumers[0].startswith("unavailable: permission denied")

@@ -318,20 +318,79 @@ def test_manifests_are_artifacts_hashed_into_a_label_and_diffable(bed: Bed) -> N
     assert "packages: unchanged (2)" in lines
 
 
-def test_an_interrupt_writes_the_report_and_runs_nothing_more(bed: Bed) -> None:
-    class Interrupting(PackerOnFake):
-        def __call__(self, rendered: render.Rendered, variables: dict[str, str], *args: Any) -> None:
-            if rendered.spec.variant_name == "ubuntu-2204":
-                self.builds.append({"variant": "ubuntu-2204"})
-                raise Interrupted(signal.SIGINT)
-            super().__call__(rendered, variables, *args)
+def test_an_interrupt_writes_the_report_runs_nothing_more_and_leaves_no_vm(bed: Bed) -> None:
+    interrupted = RecordedRunner(error=Interrupted(signal.SIGINT), fake=bed.fake)
+    runner = bed.runner
 
-    bed.build = Interrupting(bed.fake)
+    def interrupting(variant: str) -> Callable[[RunningVM, SuiteRun], TestOutcome]:
+        return interrupted if variant == "ubuntu-2204" else runner(variant)
+
+    bed.runner = interrupting  # type: ignore[method-assign]
     with pytest.raises(Interrupted):
         bed.nightly(1)
     assert bed.actions(1) == {"debian-12": "baked", "ubuntu-2204": "failed", "ubuntu-2404": "not run"}
-    assert "interrupted" in bed.report(1)["variants"][2]["reason"]
-    assert bed.fake.instances == {}, "no VM left behind"
+    assert bed.report(1)["variants"][2]["reason"] == "not run: the nightly was interrupted"
+    assert interrupted.instances_seen == [["bakery-test-" + bed.build.builds[1]["run_id"]]], "it was testing"
+    assert bed.fake.instances == {}, "the test instance was deleted"
+    assert not [n for n in bed.fake.images if n.startswith("gl-osquery-ubuntu-2204-candidate")], "and the candidate"
+
+
+def test_an_unexpected_error_fails_its_variant_only(bed: Bed) -> None:
+    class Crashing(PackerOnFake):
+        def __call__(self, rendered: render.Rendered, variables: dict[str, str], *args: Any) -> None:
+            if rendered.spec.variant_name == "debian-12":
+                raise OSError(28, "No space left on device")
+            super().__call__(rendered, variables, *args)
+
+    bed.build = Crashing(bed.fake)
+    with pytest.raises(NightlyFailed, match=r"debian-12 \(unexpected OSError: \[Errno 28\] No space left"):
+        bed.nightly(1)
+    assert bed.actions(1) == {"debian-12": "failed", "ubuntu-2204": "baked", "ubuntu-2404": "baked"}
+
+
+def test_an_unreadable_head_fails_the_variant_instead_of_baking_it(bed: Bed) -> None:
+    bed.nightly(1, variant="debian-12")
+    bed.fake.inject("compute.images.getFromFamily")  # the source image resolves...
+    bed.fake.inject("compute.images.getFromFamily", 403)  # ...the head does not
+    with pytest.raises(NightlyFailed):
+        bed.nightly(2, variant="debian-12")
+    assert bed.baked() == []
+    assert (
+        "permission denied for an ACTIVE image of family 'gl-osquery-debian-12'"
+        in bed.report(2)["variants"][0]["reason"]
+    )
+
+
+def test_a_rolled_back_image_is_not_baked_again(bed: Bed) -> None:
+    bed.nightly(1)
+    pack = bed.root / "packs" / "ubuntu-noble.conf"
+    original = pack.read_text()
+    pack.write_text(original.replace('"interval": 3600', '"interval": 7200'))
+    bed.nightly(2)
+    bad = bed.report(2)["variants"][2]["image"]
+    spec = bed.settings.specs("gstg", "ubuntu-2404")[0]
+    bed.target(spec).store.rollback(spec.family)  # what `invoke rollback` does
+    bed.nightly(3)
+    assert bed.baked() == []
+    assert bed.report(3)["variants"][2]["reason"].startswith(f"rolled back: {bad}, baked from these inputs, is ")
+    pack.write_text(original)  # the inputs of the head it was rolled back to
+    bed.nightly(4)
+    assert bed.baked() == [] and bed.actions(4)["ubuntu-2404"] == "skipped"
+    pack.write_text(original.replace('"interval": 3600', '"interval": 1800'))  # a fix: new inputs
+    bed.nightly(5)
+    assert bed.baked() == ["ubuntu-2404"]
+
+
+def test_inputs_returning_to_an_older_published_state_are_baked(bed: Bed) -> None:
+    pack = bed.root / "packs" / "ubuntu-noble.conf"
+    original = pack.read_text()
+    bed.nightly(1, variant="ubuntu-2404")
+    for night, interval in ((2, "7200"), (3, "1800")):
+        pack.write_text(original.replace('"interval": 3600', f'"interval": {interval}'))
+        bed.nightly(night, variant="ubuntu-2404")
+    pack.write_text(original)  # night 1's inputs; its image was deprecated by a publish, not rolled back
+    bed.nightly(4, variant="ubuntu-2404")
+    assert bed.baked() == ["ubuntu-2404"]
 
 
 def test_a_bad_source_family_fails_that_variant_only_with_one_clear_reason(bed: Bed) -> None:
