@@ -98,7 +98,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     for v in report["variants"]:
         if v["action"] in ("skipped", "would bake"):
             continue
-        lines += ["", f"## {v['variant']}: {v['action']}", "", f"- reason: {v['reason']}"]
+        first, *rest = v["reason"].splitlines() or [""]
+        lines += ["", f"## {v['variant']}: {v['action']}", "", f"- reason: {first}"]
+        if rest:  # e.g. Packer's or the linter's output
+            lines += ["", "  ```", *(f"  {line}" for line in rest), "  ```", ""]
         lines.append(
             f"- source image: {v['source_image'] or '–'}; head before: {v['head_before'] or 'none'}, after: "
             f"{v['head_after'] or 'none'}"
@@ -134,7 +137,7 @@ def merged_junit(nightly: NightlyRun) -> ElementTree.Element:
         if result.action == "skipped":
             ElementTree.SubElement(case, "skipped", message=result.reason)
         elif result.action in ("failed", "not run"):
-            failure = ElementTree.SubElement(case, "failure", message=result.reason[:500])
+            failure = ElementTree.SubElement(case, "failure", message=(result.reason.splitlines() or [""])[0][:500])
             failure.text = result.reason
         outcome = result.bake.outcome if result.bake else None
         if outcome is None or not outcome.junit.is_file():

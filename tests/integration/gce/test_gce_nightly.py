@@ -285,7 +285,8 @@ def test_the_report_lists_everything_in_json_markdown_and_junit(bed: Bed) -> Non
     markdown = (directory / "nightly.md").read_text()
     assert markdown.startswith("# Nightly gstg: FAILED")
     assert "| debian-12 | baked |" in markdown and "| ubuntu-2404 | skipped |" in markdown
-    assert "## ubuntu-2204: failed" in markdown and "quota exceeded" in markdown
+    packer_output = "  ```\n  ==> googlecompute: Error creating instance: quota exceeded\n  ```\n"
+    assert f"## ubuntu-2204: failed\n\n- reason: packer build exited 1\n\n{packer_output}" in markdown
 
     junit = ElementTree.parse(directory / "junit.xml").getroot()
     assert junit.tag == "testsuites"
