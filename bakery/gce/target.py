@@ -336,7 +336,7 @@ class GceTarget:
             self.spec.family, retention.keep, max_age_days=retention.max_age_days, now=self.clock()
         )
         for name, templates in sorted(plan.skipped.items()):
-            say(f"keeping {name}: instance templates boot from it ({', '.join(templates)})")
+            say(f"keeping {name}: instance templates boot from it ({', '.join(sorted(templates))})")
         for record in plan.delete:
             self.images.delete(record.name)
         names = [r.name for r in plan.delete]

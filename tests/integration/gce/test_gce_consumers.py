@@ -86,3 +86,13 @@ def test_consumers_that_cannot_be_listed_are_a_warning_not_a_lost_image(
     assert report.published is not None
     assert any(line.startswith(f"WARNING: cannot list the consumers of {FAMILY}: permission denied") for line in lines)
     assert report.consumers[0].startswith("unavailable: permission denied")
+
+
+def test_promote_shows_the_blast_radius_first(fake: FakeCompute, clients: ComputeClients, tmp_path: Path) -> None:
+    seed_fleet(fake)
+    spec = gce_spec(tmp_path)
+    lines: list[str] = []
+    pipeline.promote(spec, GceTarget(spec, clients=clients), f"{FAMILY}-r1", lines.append, dry_run=True)
+    assert lines[0].startswith(f"plan (dry run): copy {FAMILY}-r1 as ")
+    assert lines[1] == f"blast radius of {FAMILY}: 6 consumer(s)"
+    assert mutations(fake) == []

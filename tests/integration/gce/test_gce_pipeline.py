@@ -434,10 +434,11 @@ def test_prune_deletes_old_images_but_never_the_head_nor_template_users(
         created = now - datetime.timedelta(days=age)
         fake.seed_image(f"{FAMILY}-{release}", FAMILY)["creationTimestamp"] = created.isoformat(timespec="milliseconds")
     fake.seed_template("web", f"projects/{PROJECT}/global/images/{FAMILY}-r1")
+    fake.seed_template("ci", f"projects/{PROJECT}/global/images/{FAMILY}-r1", region="us-east1")  # regional too
     target = GceTarget(spec, clients=clients)
     assert target.prune(lines.append) == [f"{FAMILY}-r2"]
     assert lines == [
-        f"keeping {FAMILY}-r1: instance templates boot from it (web)",
+        f"keeping {FAMILY}-r1: instance templates boot from it (ci, web)",
         f"retention of {FAMILY} (keep 5, max age 30 days): deleted {FAMILY}-r2",
     ]
     assert head(clients) == f"{FAMILY}-r3"
