@@ -21,7 +21,7 @@ from typing import Literal
 from bakery import __version__, notify, pipeline, provenance, render, runreport
 from bakery.config import BuildSpec, Settings
 from bakery.encode import label_value
-from bakery.errors import BakeryError, Interrupted, NightlyFailed, RegistryError
+from bakery.errors import BakeryError, Interrupted, NightlyFailed
 from bakery.images import ImageRecord, ImageStore
 from bakery.packer import detect_version
 from bakery.pipeline import BakeReport, Builder, Say, Target
@@ -85,7 +85,8 @@ def run(
     try:
         for result in nightly.results:
             say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
-            run_variant(result, target_for, build, packer_version, say, now=now(), dry_run=dry_run)
+            report = BakeReport(result.spec, git_sha=nightly.git_sha, packer_version=packer_version)
+            run_variant(result, report, target_for, build, say, now=now(), dry_run=dry_run)
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
     except BaseException as exc:
         why = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else f"stopped by {exc!r}"
@@ -118,26 +119,27 @@ def run(
 
 def run_variant(
     result: VariantResult,
+    report: BakeReport,
     target_for: TargetFactory,
     build: Builder,
-    packer_version: tuple[int, int, int],
     say: Say,
     *,
     now: datetime.datetime,
     dry_run: bool = False,
 ) -> None:
-    """Decide and, if needed, bake one variant; record the outcome in ``result``. Only an interrupt
-    escapes: any other error fails this variant and the nightly goes on with the next."""
+    """Decide and, if needed, bake one variant; record the outcome in ``result`` (``report`` carries the
+    run's git sha and Packer version). Only an interrupt escapes: any other error fails this variant and
+    the nightly goes on with the next."""
     spec = result.spec
-    report = result.bake = BakeReport(spec)
+    result.bake = report
     start = time.monotonic()
     try:
         target = target_for(spec)
         with pipeline.phase(report, "check", say):
             report.source_image = target.source_image(say)
-            rendered = render.render(spec, packer_version, report.source_image)
+            rendered = render.render(spec, report.packer_version, report.source_image)
             report.fingerprint = rendered.fingerprint
-            head = current_head(target.store, spec.family)
+            head = pipeline.head_or_none(target.store, spec.family)
             label = render.fingerprint_label(rendered.fingerprint)
             rolled_back = None if head_matches(head, label) else rolled_back_image(target.store, spec.family, label)
         result.head_before = result.head_after = head.name if head else ""
@@ -176,17 +178,6 @@ def run_variant(
         result.seconds = time.monotonic() - start
         if report.published is not None:  # published, whatever failed afterwards (head read, retention)
             result.head_after = report.head.name if report.head else report.published.name
-
-
-def current_head(store: ImageStore, family: str) -> ImageRecord | None:
-    """The family's head, or None when the family has no ACTIVE image; an error reading it (permission,
-    a 5xx after retries) is raised, never taken for an empty family (which would mean a needless bake)."""
-    try:
-        return store.get_from_family(family)
-    except RegistryError:
-        if not any(record.active for record in store.list(family)):
-            return None
-        raise
 
 
 def head_matches(head: ImageRecord | None, label: str) -> bool:

@@ -150,9 +150,10 @@ def bake(
     build: Builder = packer_build,
     report: BakeReport | None = None,
 ) -> BakeReport:
-    """Bake, test and (only if every test passed) publish one image; then apply retention. ``report`` is
-    filled in as the phases run (a caller keeps what was done when a phase fails)."""
-    report = report or BakeReport(spec)
+    """Bake, test and (only if every test passed) publish one image; then apply retention. ``report`` (made
+    by the caller, with the git sha and Packer version it read once) is filled in as the phases run, so the
+    caller keeps what was done when a phase fails."""
+    report = report or BakeReport(spec, git_sha=git_sha(), packer_version=detect_version())
     config = spec.config
     if spec.artifact_source == "stand-in":
         say(
@@ -160,7 +161,6 @@ def bake(
             "packages (no real agent). Set environments.<env>.artifacts.source to 'upstream' or 'mirror' "
             "for real packages."
         )
-    report.git_sha, report.packer_version = git_sha(), detect_version()
     with phase(report, "render", say):
         report.source_image = target.source_image(say)
         rendered = render.render(spec, report.packer_version, report.source_image)
@@ -289,11 +289,14 @@ def plan(spec: BuildSpec, target: Target) -> list[str]:
 
 
 def head_or_none(store: ImageStore, family: str) -> ImageRecord | None:
-    """The family's head, or None when it has no ACTIVE image."""
+    """The family's head, or None when the family has no ACTIVE image. An error reading it (permission,
+    a 5xx after retries) is raised, never taken for an empty family (the nightly would bake for nothing)."""
     try:
         return store.get_from_family(family)
     except RegistryError:
-        return None
+        if not any(record.active for record in store.list(family)):
+            return None
+        raise
 
 
 def target_for(spec: BuildSpec, *, dry_run: Say | None = None) -> Target:

@@ -505,12 +505,8 @@ class FakeCompute:
         return self._page(query, items, "compute#instanceList", f"zones/{params['zone']}/instances")
 
     def _instances_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
-        page = self._page(query, [i for _, i in sorted(self.instances.items())], "", "aggregated/instances")
-        scoped: dict[str, Any] = {}
-        for instance in page.pop("items", []):
-            zone = instance["zone"].rsplit("/", 1)[-1]
-            scoped.setdefault(f"zones/{zone}", {"instances": []})["instances"].append(instance)
-        return {**page, "kind": "compute#instanceAggregatedList", **({"items": scoped} if scoped else {})}
+        items = [i for _, i in sorted(self.instances.items())]
+        return self._aggregated(query, items, "instances", "compute#instanceAggregatedList")
 
     def _instances_getserialportoutput(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
         instance = self._instance(params["zone"], params["instance"])
@@ -534,12 +530,8 @@ class FakeCompute:
         return self._page(query, items, "compute#diskList", f"zones/{params['zone']}/disks")
 
     def _disks_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
-        page = self._page(query, [d for _, d in sorted(self.disks.items())], "", "aggregated/disks")
-        scoped: dict[str, Any] = {}
-        for disk in page.pop("items", []):
-            zone = disk["zone"].rsplit("/", 1)[-1]
-            scoped.setdefault(f"zones/{zone}", {"disks": []})["disks"].append(disk)
-        return {**page, "kind": "compute#diskAggregatedList", **({"items": scoped} if scoped else {})}
+        items = [d for _, d in sorted(self.disks.items())]
+        return self._aggregated(query, items, "disks", "compute#diskAggregatedList")
 
     def _disks_delete(self, *, params: dict[str, str], query: Query, fault: Fault, **_: Any) -> Json:
         zone, name = params["zone"], params["disk"]
@@ -569,22 +561,13 @@ class FakeCompute:
 
     def _instancetemplates_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
         items = sorted(self.templates.values(), key=lambda t: t["name"])
-        page = self._page(query, items, "", "aggregated/instanceTemplates")
-        scoped: dict[str, Any] = {}
-        for template in page.pop("items", []):
-            scope = "regions/" + template["region"].rsplit("/", 1)[-1] if "region" in template else "global"
-            scoped.setdefault(scope, {"instanceTemplates": []})["instanceTemplates"].append(template)
-        return {**page, "kind": "compute#instanceTemplateAggregatedList", **({"items": scoped} if scoped else {})}
+        return self._aggregated(query, items, "instanceTemplates", "compute#instanceTemplateAggregatedList")
 
     # --- managed instance groups ---------------------------------------------------------------------
 
     def _instancegroupmanagers_aggregatedlist(self, *, query: Query, **_: Any) -> Json:
-        page = self._page(query, [m for _, m in sorted(self.migs.items())], "", "aggregated/instanceGroupManagers")
-        scoped: dict[str, Any] = {}
-        for mig in page.pop("items", []):
-            scope = "/".join((mig.get("zone") or mig["region"]).rsplit("/", 2)[-2:])
-            scoped.setdefault(scope, {"instanceGroupManagers": []})["instanceGroupManagers"].append(mig)
-        return {**page, "kind": "compute#instanceGroupManagerAggregatedList", **({"items": scoped} if scoped else {})}
+        items = [m for _, m in sorted(self.migs.items())]
+        return self._aggregated(query, items, "instanceGroupManagers", "compute#instanceGroupManagerAggregatedList")
 
     # --- operations ----------------------------------------------------------------------------------
 
@@ -751,6 +734,17 @@ class FakeCompute:
         if start + size < len(items):
             page["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
         return page
+
+    def _aggregated(self, query: Query, items: list[dict[str, Any]], collection: str, kind: str) -> Json:
+        """One page of an aggregatedList: items grouped under their scope (``zones/Z`` or ``regions/R``
+        from the item's ``zone``/``region`` link, else ``global``), each scope holding ``{collection: [...]}``."""
+        page = self._page(query, items, "", f"aggregated/{collection}")
+        scoped: dict[str, Any] = {}
+        for item in page.pop("items", []):
+            link = item.get("zone") or item.get("region")
+            scope = "/".join(link.rsplit("/", 2)[-2:]) if link else "global"
+            scoped.setdefault(scope, {collection: []})[collection].append(item)
+        return {**page, "kind": kind, **({"items": scoped} if scoped else {})}
 
     def _check_name(self, name: str, field_name: str) -> None:
         if not NAME_RE.match(name):

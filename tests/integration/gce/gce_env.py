@@ -41,6 +41,9 @@ def seed_public_images(fake: FakeCompute, version: str = "v20261101") -> None:
         fake.seed_public_image(project, f"{family}-{version}", family)
 
 
+FAMILY_BASE = "debian-12-base"  # the fake's own base image (conftest), standing in for the public one
+
+
 @dataclass
 class PackerOnFake:
     """The pipeline's build step where no Packer builder can reach (the fake API): it records the
@@ -73,8 +76,6 @@ class PackerOnFake:
             description="baked",
         )
 
-
-FAMILY_BASE = "debian-12-base"  # the fake's own base image (conftest), standing in for the public one
 
 PASSING = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="test_packages" name="test_osquery_installed" time="0.1"/>
