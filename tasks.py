@@ -125,7 +125,7 @@ def promote(c: Context, image: str, env: str | None = None, variant: str | None 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the exact API calls and change nothing"})
 def prune(c: Context, env: str | None = None, variant: str | None = None, dry_run: bool = False) -> None:
-    """GCE retention: keep N images per family, delete older than max_age_days; never the head or template images."""
+    """GCE retention: keep N, delete older than max_age_days; never the head, rollback target or template images."""
     from bakery.gce import target as gce_target
 
     settings = cli.settings(c)

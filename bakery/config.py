@@ -143,7 +143,11 @@ class FluentdConfig(_Model):
     lts: int = 6
     repo_url: str = "https://fluentd.cdn.cncf.io/lts/6"
     key_url: str = "https://fluentd.cdn.cncf.io/GPG-KEY-fluent-package"
-    fingerprint: Fingerprint = "BEE682289B2217F45AF4CC3F901F9177AB97ACBE"
+    # The fluent-package LTS repositories' signing key ("Fluent Package Official Signing Key"):
+    # fluent/fluent-package-builder bd339305fc4b4876aecbff50e392aadf00d83f27,
+    # fluent-package/manage-fluent-repositories.sh SIGNING_KEY; the key file is bakery/data/keys/fluent-package.pub.
+    # (BEE682289B2217F45AF4CC3F901F9177AB97ACBE is the old td-agent key.)
+    fingerprint: Fingerprint = "B40948B6A3B80E90F40E841F977D7A0943FA320E"
     plugin: str = "fluent-plugin-gcloud-pubsub-custom"
     plugin_version: Version = "1.6.0"
 
@@ -177,6 +181,9 @@ class GceSettings(_Model):
     network: str = "default"
     subnetwork: str = ""
     service_account: str = ""
+    # The test VM's identity, never the builder's: it must hold no Pub/Sub role on the production topic,
+    # so records of test VMs never reach the SIEM. Empty: the test VM runs without a service account.
+    test_service_account: str = ""
     scopes: tuple[str, ...] = ("https://www.googleapis.com/auth/cloud-platform",)
     machine_type: str = "e2-standard-2"
     disk_size_gb: int = Field(default=20, ge=10)

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bakery import standin
+from bakery import osqueryflags, standin
 from bakery.config import BuildSpec, FlagValue
 from bakery.errors import ConfigError
 
@@ -35,6 +35,10 @@ HOSTKEYS_UNIT = "/etc/systemd/system/bakery-ssh-host-keys.service"
 IMAGE_INFO = "/etc/bakery/image.json"
 SEAL_LIST = "/etc/bakery/seal.list"
 SEAL_MARKER = "/etc/bakery/seal.json"
+# rsyslogd's AppArmor profile (Ubuntu's rsyslog package; enforced from 8.2210.0-3ubuntu2, i.e. 24.04) and its
+# site include (rsyslog/rsyslog-pkg-ubuntu noble/v8-stable/debian/usr.sbin.rsyslogd:54). Debian 12 ships none.
+RSYSLOG_APPARMOR_PROFILE = "/etc/apparmor.d/usr.sbin.rsyslogd"
+RSYSLOG_APPARMOR_LOCAL = "/etc/apparmor.d/local/usr.sbin.rsyslogd"
 KEYRINGS = {"osquery": "/etc/apt/keyrings/osquery.asc", "fluent": "/etc/apt/keyrings/fluent.asc"}
 APT_SOURCES = {
     "osquery": "/etc/apt/sources.list.d/osquery.sources",
@@ -115,19 +119,29 @@ def bare_word(key: str, value: str) -> str:
 
 
 def flags(spec: BuildSpec) -> dict[str, FlagValue]:
-    """The osqueryd flags: the image's base flags overlaid with ``bakery.osquery.flags``, validated."""
-    configured = spec.config.osquery.flags
+    """The osqueryd flags: the image's base flags overlaid with ``bakery.osquery.flags``, validated.
+
+    Every flag must exist in the Linux build of ``bakery.osquery.version`` with a value its type parses
+    (osqueryd exits on a bad flagfile line), and so must every ``bakery.osquery.options`` entry (osquery
+    would ignore it): see :mod:`bakery.osqueryflags`.
+    """
+    osq = spec.config.osquery
+    table = osqueryflags.load_flags(osq.version)
+    configured = osq.flags
     for name, value in configured.items():
         key = f"bakery.osquery.flags.{name}"
         if name in FORBIDDEN_FLAGS:
             raise ConfigError(f"{key}: must not be set: {FORBIDDEN_FLAGS[name]}")
         if not _FLAG_NAME.match(name):
             raise ConfigError(f"{key}: not an osquery flag name: use lowercase letters, digits and _")
+        osqueryflags.check_flag(table, key, name, _flag_text(value))
         if name in PINNED_FLAGS and _flag_text(value) != _flag_text(PINNED_FLAGS[name]):
             raise ConfigError(f"{key}: the image needs {_flag_text(PINNED_FLAGS[name])!r}: remove it or set that")
         text = _flag_text(value)
         if any(c.isspace() or c in "\"'" or not c.isprintable() for c in text):
             raise ConfigError(f"{key}: {text!r}: flagfile values are read literally: no spaces or quotes")
+    for name, value in osq.options.items():
+        osqueryflags.check_option(table, f"bakery.osquery.options.{name}", name, _flag_text(value))
     merged = {**BASE_FLAGS, **configured}
     for name in PATH_FLAGS:
         _safe_path(f"bakery.osquery.flags.{name}", _flag_text(merged[name]))
@@ -221,6 +235,14 @@ def seal_items(spec: BuildSpec) -> list[tuple[str, str]]:
         ("remove", f"{flag(spec, 'logger_path')}/*"),
         ("remove", f"{FLUENT_LOG_DIR}/*.pos"),
         ("remove", f"{FLUENT_LOG_DIR}/buffer/*"),
+        # fluent-package 6.0.0 starts fluentd when installed (its postinst, from dh_installsystemd), so the
+        # bake leaves fluentd's own state: its log, records it failed to send, the backup directory and the
+        # update notifier's scratch files (fluent/fluent-package-builder v6.0.0: fluentd.service.erb,
+        # templates/usr/lib/tmpfiles.d/fluentd.conf; fluent-package-update-notifier checker).
+        ("remove", f"{FLUENT_LOG_DIR}/fluentd.log*"),
+        ("remove", f"{FLUENT_LOG_DIR}/failed_records"),
+        ("remove", "/tmp/fluent/*"),
+        ("remove", "/tmp/fluent_package_update_notifier*"),
         *(("remove", f"{home}/.ssh/authorized_keys") for home in homes),
         *(("remove", f"{home}/{name}") for home in ("/root", "/home/*") for name in HISTORY_FILES),
         ("remove", "/var/lib/apt/lists/*_*"),
@@ -236,6 +258,11 @@ def seal_items(spec: BuildSpec) -> list[tuple[str, str]]:
         ("remove", "/tmp/bakery"),
     ]
     return items
+
+
+def apparmor_rule(spec: BuildSpec) -> str:
+    """The AppArmor file rule that lets rsyslogd open osquery's syslog pipe (ompipe opens it O_RDWR)."""
+    return f"{flag(spec, 'syslog_pipe_path')} rw,"
 
 
 def apt_sources(spec: BuildSpec) -> dict[str, dict[str, str]]:
@@ -319,10 +346,13 @@ def context(spec: BuildSpec) -> dict[str, Any]:
         "osquery_flag": {name: _flag_text(value) for name, value in flags(spec).items()},
         "osquery_logs": log_files(spec),
         "fluent_pos_files": pos_files(),
+        "fluent_snippet": FLUENT_SNIPPET,
+        "fluent_snippet_include": posixpath.relpath(FLUENT_SNIPPET, posixpath.dirname(FLUENT_CONF)),
         "fluent_buffer_path": FLUENT_BUFFER,
         "fluent_user": FLUENT_USER,
         "fluent_project": bare_word(f"bakery.environments.{spec.env_name}.pubsub.project", pubsub.project),
         "fluent_topic": bare_word(f"bakery.environments.{spec.env_name}.pubsub.topic", pubsub.topic),
+        "apparmor_rule": apparmor_rule(spec),
         "pipe_ready_path": PIPE_READY,
         "pipe_wait_seconds": PIPE_WAIT_SECONDS,
         "manifest": [e.line() for e in manifest(spec)],
@@ -363,6 +393,11 @@ def expectations(spec: BuildSpec) -> dict[str, Any]:
         "syslog": {
             "pipe": flag(spec, "syslog_pipe_path"),
             "rsyslog_snippet": RSYSLOG_SNIPPET,
+            "apparmor": {
+                "profile": RSYSLOG_APPARMOR_PROFILE,
+                "local": RSYSLOG_APPARMOR_LOCAL,
+                "rule": apparmor_rule(spec),
+            },
             "standin_probe_log": f"{posixpath.dirname(flag(spec, 'pidfile'))}/{standin.PROBE_LOG}"
             if stand_in
             else None,
@@ -370,6 +405,7 @@ def expectations(spec: BuildSpec) -> dict[str, Any]:
         "fluentd": {
             "conf": FLUENT_CONF,
             "snippet": FLUENT_SNIPPET,
+            "include": posixpath.relpath(FLUENT_SNIPPET, posixpath.dirname(FLUENT_CONF)),
             "user": FLUENT_USER,
             "project": spec.env.pubsub.project if spec.env.pubsub else None,
             "topic": spec.env.pubsub.topic if spec.env.pubsub else None,

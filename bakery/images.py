@@ -4,6 +4,11 @@ The rules follow Compute Engine: a family's head is its newest image (by creatio
 DEPRECATED, OBSOLETE or DELETED; rollback deprecates the head; un-deprecating is not relied upon, so a
 store refuses a rollback that would leave the family without an ACTIVE image. The pure functions here
 plan; a store (local registry, GCE) carries the plan out.
+
+Retention is decided by :func:`retention_plan` alone, for the ``--dry-run`` plan and for the act: it keeps
+the ``keep`` newest images and deletes the rest and, with ``max_age_days``, every image older than that;
+but never the head, never the ACTIVE image right behind it (rollback's target, which a publish keeps
+ACTIVE for that purpose), whatever their age, and never an image an instance template boots from.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import builtins
 import datetime
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -46,6 +51,8 @@ class ImageRecord:
     description: str = ""
     location: str = ""
     manifest: str = ""
+    guest_os_features: tuple[str, ...] = ()  # GCE: carried over explicitly when an image is copied
+    storage_locations: tuple[str, ...] = ()
 
     @property
     def created(self) -> datetime.datetime:
@@ -92,8 +99,24 @@ class ImageStore(Protocol):
         """Deprecate the head (replacement: the next ACTIVE image); return (old head, new head)."""
         ...
 
-    def retention(self, family: str, keep: int) -> builtins.list[str]:
-        """Delete all but the ``keep`` newest images of ``family`` (never its head); return the names."""
+    def plan_retention(
+        self,
+        family: str,
+        keep: int,
+        *,
+        max_age_days: int | None = None,
+        now: datetime.datetime | None = None,
+        incoming: str | None = None,
+    ) -> RetentionPlan:
+        """:func:`retention_plan` of ``family`` as it is (``now``: default the current time), with the
+        store's protections (GCE: images instance templates boot from); ``incoming``: as if that image
+        had just been published into the family. Changes nothing."""
+        ...
+
+    def retention(
+        self, family: str, keep: int, *, max_age_days: int | None = None, now: datetime.datetime | None = None
+    ) -> builtins.list[str]:
+        """Delete exactly what :meth:`plan_retention` plans (same arguments); return the deleted names."""
         ...
 
     def promote(self, name: str, family: str, *, new_name: str) -> ImageRecord:
@@ -177,11 +200,62 @@ def rollback_plan(records: Iterable[ImageRecord], family: str) -> tuple[ImageRec
     return active[0], active[1]
 
 
-def retention_plan(records: Iterable[ImageRecord], family: str, keep: int) -> list[ImageRecord]:
-    """Images of ``family`` to delete so that the ``keep`` newest remain, plus the head whatever its age."""
+#: Why retention keeps an image its keep/age rules would delete (``RetentionPlan.kept``).
+KEPT_HEAD = "the family's head"
+KEPT_ROLLBACK = "rollback's target (the ACTIVE image right behind the head)"
+
+
+@dataclass(frozen=True)
+class RetentionPlan:
+    """What retention does to a family. ``delete``: newest first. ``kept``: the images the keep/age rules
+    would delete but a protection keeps, with the reason (newest first). ``skipped``: those of them kept
+    only because instance templates boot from them, with the template names."""
+
+    delete: list[ImageRecord]
+    kept: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.delete]
+
+
+def retention_plan(
+    records: Iterable[ImageRecord],
+    family: str,
+    keep: int,
+    *,
+    now: datetime.datetime,
+    max_age_days: int | None = None,
+    templates: Mapping[str, Sequence[str]] | None = None,
+    incoming: str | None = None,
+) -> RetentionPlan:
+    """The one rule of retention (see the module docstring). An image of ``family`` is deleted if it is not
+    one of the ``keep`` newest, or (with ``max_age_days``) was created more than ``max_age_days`` before
+    ``now``; unless it is the head, rollback's target (the newest ACTIVE image after the head), or in
+    ``templates`` (image name -> the instance templates that boot from it). ``incoming``: plan as if an
+    image of that name had just been published into the family (created ``now``, ACTIVE)."""
     if keep < 1:
         raise ConfigError(f"retention keep={keep} is invalid: keep at least 1 image per family")
-    members = in_family(records, family)
-    head = family_head(members, family)
-    kept = {r.name for r in members[:keep]} | ({head.name} if head else set())
-    return [r for r in members if r.name not in kept]
+    if max_age_days is not None and max_age_days < 1:
+        raise ConfigError(f"retention max_age_days={max_age_days} is invalid: use at least 1 day")
+    members = list(records)
+    if incoming is not None:
+        members.append(ImageRecord(name=incoming, family=family, creation_timestamp=now.isoformat()))
+    members = in_family(members, family)
+    active = [r for r in members if r.active]
+    guarded = dict(zip((r.name for r in active[:2]), (KEPT_HEAD, KEPT_ROLLBACK), strict=False))
+    cutoff = now - datetime.timedelta(days=max_age_days) if max_age_days is not None else None
+    users = templates or {}
+    plan = RetentionPlan(delete=[])
+    for index, record in enumerate(members):
+        if index < keep and (cutoff is None or record.created >= cutoff):
+            continue
+        if record.name in guarded:
+            plan.kept[record.name] = guarded[record.name]
+        elif users.get(record.name):
+            plan.skipped[record.name] = list(users[record.name])
+            plan.kept[record.name] = f"instance templates boot from it ({', '.join(sorted(users[record.name]))})"
+        else:
+            plan.delete.append(record)
+    return plan

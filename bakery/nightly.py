@@ -135,6 +135,7 @@ def run_variant(
     start = time.monotonic()
     try:
         target = target_for(spec)
+        target.check_tools(report.packer_version)  # a pipeline that cannot bake fails every night, changed or not
         with pipeline.phase(report, "check", say):
             report.source_image = target.source_image(say)
             rendered = render.render(spec, report.packer_version, report.source_image)

@@ -22,6 +22,7 @@ from typing import Any
 import packer as python_packer
 import sh
 
+from bakery import gcloud
 from bakery.errors import Interrupted, PackerError, ToolMissingError
 
 TAIL_LINES = 25
@@ -76,7 +77,7 @@ def packer_path() -> str:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
+    return {**gcloud.credentials_env(os.environ), "CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"}
 
 
 class Packer:
@@ -125,23 +126,30 @@ class Packer:
         except sh.TimeoutException:
             raise PackerError(argv, None, "", f"packer validate (after {timeout:.0f}s)") from None
 
+    def init(self, timeout: float) -> None:
+        """``packer init`` (Packer >= 1.7): install the plugins the template pins into Packer's plugin
+        directory (``PACKER_PLUGIN_PATH``, else Packer's default). Plugins already there are kept, so a
+        second run changes nothing and needs no network."""
+        self._run(
+            "init (installs the template's pinned plugins: it needs HashiCorp's release site, which Packer "
+            "fetches from since 1.14, or the plugins already in PACKER_PLUGIN_PATH)",
+            ("init", self.template.name),
+            timeout,
+        )
+
     def fmt_check(self, timeout: float) -> None:
         """``packer fmt -check`` on the template: fails when the rendered HCL is not canonically formatted."""
-        argv = [self.exec_path, "fmt", "-check", "-diff", self.template.name]
+        self._run("fmt -check", ("fmt", "-check", "-diff", self.template.name), timeout)
+
+    def _run(self, what: str, args: tuple[str, ...], timeout: float) -> None:
+        """One plain ``packer`` subcommand in the template's directory; PackerError with its output tail."""
+        argv = [self.exec_path, *args]
         try:
-            sh.Command(self.exec_path)(
-                "fmt",
-                "-check",
-                "-diff",
-                self.template.name,
-                _env=_env(),
-                _cwd=str(self.template.parent),
-                _timeout=timeout,
-            )
+            sh.Command(self.exec_path)(*args, _env=_env(), _cwd=str(self.template.parent), _timeout=timeout)
         except sh.ErrorReturnCode as exc:
-            raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), "packer fmt -check") from None
+            raise PackerError(argv, exc.exit_code, _tail(exc.stdout + exc.stderr), f"packer {what}") from None
         except sh.TimeoutException:
-            raise PackerError(argv, None, "", "packer fmt -check") from None
+            raise PackerError(argv, None, "", f"packer {what} (after {timeout:.0f}s)") from None
 
     def build(
         self,

@@ -21,7 +21,7 @@ from bakery.config import BuildSpec
 from bakery.encode import label_value
 from bakery.errors import BakeryError, ImageTestError, RegistryError
 from bakery.imagefiles import package_versions
-from bakery.images import ImageRecord, ImageStore, retention_plan, rollback_plan
+from bakery.images import ImageRecord, ImageStore, rollback_plan
 from bakery.local.vm import TestOutcome
 from bakery.packer import Packer, PackerEvent, detect_version
 from bakery.validate import validate_rendered
@@ -41,6 +41,10 @@ class Target(Protocol):
 
     def consumers(self, family: str) -> list[str]:
         """One line per instance template or managed instance group booting from ``family``."""
+        ...
+
+    def check_tools(self, packer_version: tuple[int, int, int]) -> None:
+        """Raise ToolMissingError when a tool the bake needs is missing or cannot do the job; runs first."""
         ...
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
@@ -161,6 +165,7 @@ def bake(
             "packages (no real agent). Set environments.<env>.artifacts.source to 'upstream' or 'mirror' "
             "for real packages."
         )
+    target.check_tools(report.packer_version)  # before anything starts: no API call, no render, no VM
     with phase(report, "render", say):
         report.source_image = target.source_image(say)
         rendered = render.render(spec, report.packer_version, report.source_image)
@@ -214,8 +219,15 @@ def bake(
     finally:
         target.discard(candidate)
     with phase(report, "retention", say):
-        report.deleted = target.store.retention(spec.family, spec.env.retention.keep)
+        report.deleted = retain(spec, target.store)
     return report
+
+
+def retain(spec: BuildSpec, store: ImageStore) -> list[str]:
+    """Bake's retention phase: delete what ``store.plan_retention`` plans for the family (as ``plan``
+    printed it, with the new image published); return the names."""
+    retention = spec.env.retention
+    return store.retention(spec.family, retention.keep, max_age_days=retention.max_age_days)
 
 
 def blast_radius(target: Target, family: str, say: Say) -> list[str]:
@@ -268,11 +280,16 @@ def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path,
 
 
 def plan(spec: BuildSpec, target: Target) -> list[str]:
-    """What ``bake`` would do, changing nothing (``--dry-run``)."""
+    """What ``bake`` would do, changing nothing (``--dry-run``); refuses what ``bake`` would refuse first."""
+    target.check_tools(detect_version())
     store = target.store
     head = head_or_none(store, spec.family)
-    doomed = retention_plan(store.list(spec.family), spec.family, spec.env.retention.keep)
-    name = image_name(spec.family, datetime.datetime.now(datetime.UTC), git_sha())
+    now = datetime.datetime.now(datetime.UTC)
+    name = image_name(spec.family, now, git_sha())
+    retention = spec.env.retention
+    pruning = store.plan_retention(
+        spec.family, retention.keep, max_age_days=retention.max_age_days, now=now, incoming=name
+    )
     return [
         f"environment {spec.env_name}, variant {spec.variant_name}, artifact source {spec.artifact_source}",
         f"source image {target.source_image(lambda _line: None)}",
@@ -284,7 +301,9 @@ def plan(spec: BuildSpec, target: Target) -> list[str]:
         f"boot the baked image and run {spec.image_suite} over SSH; publish only if every test passes",
         f"publish as {name}",
         f"publish into family {spec.family} (current head: {head.name if head else 'none'})",
-        f"retention keep {spec.env.retention.keep}: would delete {', '.join(r.name for r in doomed) or 'nothing'}",
+        f"retention of {spec.family} once {name} is its head (keep {retention.keep}, max age "
+        f"{retention.max_age_days} days): would delete {', '.join(pruning.names) or 'nothing'}",
+        *(f"retention keeps {kept}: {why}" for kept, why in pruning.kept.items()),
     ]
 
 

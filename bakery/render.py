@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from bakery import __version__, artifacts, imagefiles
+from bakery import __version__, artifacts, imagefiles, packer_plugins
 from bakery.config import BuildSpec
 from bakery.encode import label_value, to_hcl, to_json, to_sh
 from bakery.errors import ConfigError, RenderError
@@ -31,12 +31,6 @@ VARS_FILE = "variables.pkrvars.hcl"
 FINGERPRINT_FILE = "fingerprint.json"
 EXPECTATIONS_FILE = "expectations.json"
 
-# Plugins Packer >= 1.7 must be told about (built into 1.6.6, where the block is a syntax error).
-PLUGINS = {
-    "local": {"qemu": {"version": ">= 1.1.0", "source": "github.com/hashicorp/qemu"}},
-    "gce": {"googlecompute": {"version": ">= 1.1.0", "source": "github.com/hashicorp/googlecompute"}},
-}
-
 
 @dataclass(frozen=True)
 class Rendered:
@@ -46,6 +40,7 @@ class Rendered:
     directory: Path
     fingerprint: str
     source_image: str
+    needs_init: bool = False  # the template declares required_plugins: run `packer init` before validate/build
 
     @property
     def template(self) -> Path:
@@ -199,7 +194,7 @@ def packer_template(spec: BuildSpec, packer_version: tuple[int, int, int]) -> tu
     context = {
         "spec": spec,
         "variable_types": types,
-        "required_plugins": PLUGINS[spec.env.target] if packer_version >= (1, 7, 0) else {},
+        "required_plugins": packer_plugins.required_plugins(spec.env.target, packer_version),
     }
     template = _render_file(jinja_env(spec.project_root / "templates"), f"packer/{spec.env.target}.pkr.hcl.j2", context)
     width = max(len(k) for k in values)
@@ -316,7 +311,7 @@ def render(spec: BuildSpec, packer_version: tuple[int, int, int], source_image: 
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty_dirs(final.parent, final.parent.parent)
         raise
-    return Rendered(spec, final, value, source)
+    return Rendered(spec, final, value, source, needs_init=packer_plugins.uses_plugins(packer_version))
 
 
 def _replace_dir(staging: Path, final: Path) -> None:

@@ -3,7 +3,8 @@
 No osquery or Fluentd binary can be installed here, so offline pipeline tests bake these instead. They
 are versioned ``0.0.0~standin`` and say "STAND-IN" in their description and output. The osqueryd
 stand-in does what the image's plumbing depends on: it creates the syslog FIFO (mode 0460, group syslog
-when it exists), a pidfile and a database directory with an IDENTITY file, and drains the FIFO, keeping
+when it exists), a pidfile and a database directory with an IDENTITY file, holds the database's lock as
+osqueryd does (so ``--config_check`` next to it fails unless ``--disable_database``), and drains the FIFO, keeping
 lines that contain ``bakery-probe`` (in :data:`PROBE_LOG` next to its pidfile) so the image suite can
 prove rsyslog reaches the pipe. The
 fluent-gem stand-in records ``name version`` of each gem it is asked to install in :data:`GEM_RECORD`.
@@ -45,10 +46,17 @@ if [ "$name" = osqueryi ]; then
   exit 1
 fi
 flagfile=/etc/osquery/osquery.flags
+conf=/etc/osquery/osquery.conf
+config_check=false
+disable_database=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --flagfile) flagfile=$2; shift 2 ;;
     --flagfile=*) flagfile=${{1#--flagfile=}}; shift ;;
+    --config_path) conf=$2; shift 2 ;;
+    --config_path=*) conf=${{1#--config_path=}}; shift ;;
+    --config_check) config_check=true; shift ;;
+    --disable_database | --disable_database=true) disable_database=true; shift ;;
     *) shift ;;
   esac
 done
@@ -56,7 +64,32 @@ flag() {{ sed -n "s/^--$1=//p" "$flagfile" | tail -n 1; }}
 pipe=$(flag syslog_pipe_path); pipe=${{pipe:-/var/osquery/syslog_pipe}}
 pidfile=$(flag pidfile); pidfile=${{pidfile:-/var/osquery/osqueryd.pidfile}}
 db=$(flag database_path); db=${{db:-/var/osquery/osquery.db}}
-mkdir -p "$(dirname "$pidfile")" "$db"
+# Like osquery 5.23.1, one process holds the database (RocksDB's LOCK file), and --config_check opens
+# it before reading the config unless --disable_database (osquery/core/init.cpp:685-690, 733-743;
+# osquery/database/database.cpp:89-92, 487-500: 25 tries, 200 ms apart, then exit 1).
+lock_database() {{
+  mkdir -p "$db"
+  exec 4>>"$db/LOCK"
+  tries=0
+  until flock -n 4; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 25 ]; then
+      echo "IO error: While lock file: $db/LOCK: Resource temporarily unavailable" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}}
+if [ "$config_check" = true ]; then
+  [ "$disable_database" = true ] || lock_database
+  if [ ! -f "$conf" ]; then
+    echo "Error reading config: config file does not exist: $conf" >&2
+    exit 1
+  fi
+  exit 0
+fi
+lock_database
+mkdir -p "$(dirname "$pidfile")"
 [ -s "$db/IDENTITY" ] || cat /proc/sys/kernel/random/uuid > "$db/IDENTITY"
 echo $$ > "$pidfile"
 if [ "$(flag enable_syslog)" = true ]; then

@@ -43,11 +43,14 @@ def lint_rendered(rendered: render.Rendered) -> None:
 
 
 def validate_rendered(rendered: render.Rendered, timeout: float, key_dir: Path) -> None:
-    """``packer validate`` with placeholder runtime values, ``packer fmt -check``, then the lint."""
+    """``packer init`` (Packer >= 1.7: installs the pinned plugins; a bake always validates before it
+    builds), ``packer validate`` with placeholder runtime values, ``packer fmt -check``, then the lint."""
     variables = render.runtime_vars(rendered.spec)
     if rendered.spec.env.target == "local":
         variables["ssh_private_key_file"] = str(_throwaway_key(key_dir))
     client = Packer(rendered.template, rendered.var_file, variables)
+    if rendered.needs_init:
+        client.init(timeout)
     client.validate(timeout)
     client.fmt_check(timeout)
     lint_rendered(rendered)

@@ -9,7 +9,7 @@ VENV=${BAKERY_VENV:-.venv}
 # Debian packages: packer (1.6.6 in Debian 12), QEMU + tools for the local target, mmdebstrap for the
 # base image and the provisioning tests, shellcheck and rsyslog for the checks, ssh for testinfra.
 PACKAGES=(packer qemu-system-x86 qemu-utils mmdebstrap shellcheck rsyslog openssh-client dpkg-dev
-          e2fsprogs fdisk python3-venv ca-certificates)
+          e2fsprogs fdisk python3-venv ca-certificates logrotate)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

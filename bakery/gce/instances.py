@@ -10,6 +10,7 @@ deletes it itself and ``invoke reap`` finds it.
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,7 +20,7 @@ from pathlib import Path
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from bakery import proc
+from bakery import gcloud, proc
 from bakery.config import GceSettings
 from bakery.errors import CommandError, RegistryError, VMError
 from bakery.gce.client import ComputeApiError, ComputeClients
@@ -105,16 +106,20 @@ def instance_resource(
             instance_termination_action="DELETE",
         ),
     )
-    if settings.service_account:
+    # The test VM runs as its own identity (see GceSettings.test_service_account), never the builder's.
+    if settings.test_service_account:
         instance.service_accounts = [
-            compute_v1.ServiceAccount(email=settings.service_account, scopes=list(settings.scopes))
+            compute_v1.ServiceAccount(email=settings.test_service_account, scopes=list(settings.scopes))
         ]
     return instance
 
 
-def iap_proxy_command(instance: str, zone: str, project: str) -> list[str]:
-    """argv of the ssh ProxyCommand tunnelling port 22 of ``instance`` through IAP."""
+def iap_proxy_command(instance: str, zone: str, project: str, environ: Mapping[str, str] | None = None) -> list[str]:
+    """argv of the ssh ProxyCommand tunnelling port 22 of ``instance`` through IAP, authenticated like
+    bakery (``bakery.gcloud``: the credential file of ``GOOGLE_APPLICATION_CREDENTIALS`` in ``environ``)."""
+    override = gcloud.override_for(os.environ if environ is None else environ)
     return [
+        *(["env", *(f"{key}={value}" for key, value in sorted(override.items()))] if override else []),
         "gcloud",
         "compute",
         "start-iap-tunnel",

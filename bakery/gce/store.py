@@ -11,8 +11,10 @@ Choices:
   creating their image, the newer one is the single head, and nothing is deprecated by mistake; the loser
   re-checks the head after its insert and raises, naming the winner. Rollback re-reads the head just
   before deprecating it and refuses if another promotion changed it in between.
-* Retention never deletes the head, nor an image an instance template names as its boot source. With
-  ``max_age_days`` it also deletes images older than that (still never the head).
+* Retention is ``bakery.images.retention_plan`` (the same rule as the local registry's), given the images
+  instance templates name as their boot source: never the head, never the ACTIVE image right behind it
+  (rollback's target), never a template's image; with ``max_age_days`` also images older than that.
+  :meth:`GceImageStore.retention` deletes exactly what :meth:`GceImageStore.plan_retention` plans.
 * :meth:`GceImageStore.publish` (the GCE pipeline's publish step) is a promotion that then deprecates the
   family's older ACTIVE images, except the ``keep_active`` newest (default 2: the new head and the
   previous one, which ``rollback`` needs: un-deprecating is never relied upon). It deprecates only after
@@ -25,8 +27,7 @@ import builtins
 import dataclasses
 import datetime
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from google.api_core import exceptions as api_exceptions
@@ -38,7 +39,7 @@ from bakery.gce.client import ComputeApiError, ComputeClients
 from bakery.images import (
     DeprecationState,
     ImageRecord,
-    family_head,
+    RetentionPlan,
     in_family,
     newest_first,
     parse_state,
@@ -52,16 +53,9 @@ MANIFEST_MARKER = "\nbakery-manifest: "
 PAGE_SIZE = 500
 
 
-@dataclass(frozen=True)
-class RetentionPlan:
-    """Images retention deletes, and those it keeps because instance templates use them."""
-
-    delete: list[ImageRecord]
-    skipped: dict[str, list[str]] = field(default_factory=dict)  # image name -> template names
-
-
 class GceImageStore:
-    """The images of one project. ``dry_run``: a callable that receives each mutation instead of it running."""
+    """The images of one project. ``dry_run``: a callable that receives each mutation instead of it running;
+    ``max_age_days``: retention's age limit when a call names none."""
 
     def __init__(
         self,
@@ -110,8 +104,14 @@ class GceImageStore:
         labels: Mapping[str, str],
         description: str,
         manifest: str = "",
+        guest_os_features: Sequence[str] = (),
+        storage_locations: Sequence[str] = (),
     ) -> ImageRecord:
-        """Copy source image ``source`` (a name in this project, or a selfLink) as ``name`` into ``family``."""
+        """Copy source image ``source`` (a name in this project, or a selfLink) as ``name`` into ``family``.
+
+        ``guest_os_features`` and ``storage_locations`` are set explicitly: whether a copy inherits them from
+        its source is documented nowhere (the Image schema in Compute v1's discovery document does not say),
+        so publish and promote pass the tested candidate's own values."""
         validate_name(name)
         validate_name(family, "family name")
         image = compute_v1.Image(
@@ -120,6 +120,8 @@ class GceImageStore:
             source_image=source if "/" in source else self._link(validate_name(source)),
             labels=validate_labels(labels),
             description=description + (MANIFEST_MARKER + manifest if manifest else ""),
+            guest_os_features=[compute_v1.GuestOsFeature(type_=feature) for feature in guest_os_features],
+            storage_locations=list(storage_locations),
         )
         request = compute_v1.InsertImageRequest(project=self.project, image_resource=image)
         if self._mutate("images.insert", self.clients.images.insert_unary, request, f"image {name!r}"):
@@ -184,26 +186,35 @@ class GceImageStore:
                 raise
 
     def plan_retention(
-        self, family: str, keep: int, *, max_age_days: int | None = None, now: datetime.datetime | None = None
+        self,
+        family: str,
+        keep: int,
+        *,
+        max_age_days: int | None = None,
+        now: datetime.datetime | None = None,
+        incoming: str | None = None,
     ) -> RetentionPlan:
-        """``retention_plan`` (plus images older than ``max_age_days``, never the head) minus the images
-        instance templates boot from (those are reported)."""
+        """``retention_plan`` of the family's images, protecting those instance templates boot from
+        (``max_age_days``: default the store's; ``now``: default the current time). Changes nothing."""
         validate_name(family, "family name")
-        records = self.list(family)
-        doomed = retention_plan(records, family, keep)
-        if max_age_days is not None:
-            doomed = age_retention_plan(records, family, keep, max_age_days, now or datetime.datetime.now(datetime.UTC))
-        users = self.template_users()
-        return RetentionPlan(
-            delete=[r for r in doomed if r.name not in users],
-            skipped={r.name: users[r.name] for r in doomed if r.name in users},
+        return retention_plan(
+            self.list(family),
+            family,
+            keep,
+            now=now or datetime.datetime.now(datetime.UTC),
+            max_age_days=max_age_days if max_age_days is not None else self.max_age_days,
+            templates=self.template_users(),
+            incoming=incoming,
         )
 
-    def retention(self, family: str, keep: int) -> builtins.list[str]:
-        doomed = self.plan_retention(family, keep, max_age_days=self.max_age_days).delete
-        for record in doomed:
+    def retention(
+        self, family: str, keep: int, *, max_age_days: int | None = None, now: datetime.datetime | None = None
+    ) -> builtins.list[str]:
+        """Delete what :meth:`plan_retention` plans, nothing else (a dry run reports the deletes)."""
+        plan = self.plan_retention(family, keep, max_age_days=max_age_days, now=now)
+        for record in plan.delete:
             self.delete(record.name)
-        return [r.name for r in doomed]
+        return plan.names
 
     def promote(self, name: str, family: str, *, new_name: str) -> ImageRecord:
         """Copy ACTIVE image ``name`` as ``new_name`` into ``family`` (labels + ``promoted-from``), then
@@ -218,6 +229,8 @@ class GceImageStore:
             labels={**source.labels, "promoted-from": name},
             description=source.description,
             manifest=source.manifest,
+            guest_os_features=source.guest_os_features,
+            storage_locations=source.storage_locations,
         )
         if self.dry_run is None:
             head = self._after(f"created image {new_name}", lambda: self.get_from_family(family))
@@ -249,7 +262,14 @@ class GceImageStore:
             raise RegistryError(f"refusing to publish image {source!r}: it is {record.state}")
         before = [r for r in self.list(family) if r.active]
         published = self.insert(
-            new_name, family, record.location, labels=labels, description=description, manifest=manifest
+            new_name,
+            family,
+            record.location,
+            labels=labels,
+            description=description,
+            manifest=manifest,
+            guest_os_features=record.guest_os_features,
+            storage_locations=record.storage_locations,
         )
         if self.dry_run is None:
             head = self._after(f"created image {new_name}", lambda: self.get_from_family(family))
@@ -297,21 +317,6 @@ class GceImageStore:
         return f"https://www.googleapis.com/compute/v1/projects/{self.project}/global/images/{name}"
 
 
-def age_retention_plan(
-    records: builtins.list[ImageRecord], family: str, keep: int, max_age_days: int, now: datetime.datetime
-) -> builtins.list[ImageRecord]:
-    """``retention_plan`` plus every image created more than ``max_age_days`` before ``now``; never the head
-    (so the family keeps an ACTIVE image). Newest first."""
-    members = in_family(records, family)
-    doomed = {r.name for r in retention_plan(members, family, keep)}
-    cutoff = now - datetime.timedelta(days=max_age_days)
-    doomed |= {r.name for r in members if r.created < cutoff}
-    head = family_head(members, family)
-    if head is not None:
-        doomed.discard(head.name)
-    return [r for r in members if r.name in doomed]
-
-
 def describe_call(api: str, request: Any) -> str:
     """``images.deprecate project=P image=X body={...}``: the API method, its parameters and JSON body."""
     params: list[tuple[str, str]] = []
@@ -344,4 +349,6 @@ def to_record(image: compute_v1.Image) -> ImageRecord:
         description=description,
         location=image.self_link,
         manifest=manifest,
+        guest_os_features=tuple(feature.type_ for feature in image.guest_os_features),
+        storage_locations=tuple(image.storage_locations),
     )

@@ -29,7 +29,7 @@ from pathlib import Path
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from bakery import proc, render
+from bakery import packer_plugins, proc, render
 from bakery.config import BuildSpec, GceSettings
 from bakery.encode import label_value
 from bakery.errors import ConfigError, RegistryError
@@ -170,14 +170,19 @@ class GceTarget:
         images = {record.name for record in self.images.list(family)}
         return [c.line() for c in gce_consumers.find(self.clients, family, images)]
 
-    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
-        """Check the tools the test stage needs; return the googlecompute runtime variables (Packer finds
-        credentials itself: application default credentials)."""
-        self.say = say
+    def check_tools(self, packer_version: tuple[int, int, int]) -> None:
+        """Before anything starts: this Packer can bake through IAP when IAP is used, and the test stage's
+        tools are installed (``gcloud`` for IAP tunnels)."""
+        packer_plugins.check_iap(packer_version, use_iap=self.settings.use_iap, env_name=self.spec.env_name)
         tools = {"ssh": "openssh-client", "ssh-keygen": "openssh-client"}
         if self.settings.use_iap:
-            tools["gcloud"] = "google-cloud-cli"
+            tools["gcloud"] = "google-cloud-cli (from Google's apt repository, see the README)"
         proc.require_tools(tools)
+
+    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
+        """Return the googlecompute runtime variables (Packer finds credentials itself: application default
+        credentials)."""
+        self.say = say
         say(f"run {self.run_id}: project {self.settings.project}, zone {self.settings.zone}")
         return {
             "source_image": self.source.name if self.source else "",
@@ -330,22 +335,23 @@ class GceTarget:
     # --- GCE-only tasks ----------------------------------------------------------------------------
 
     def prune(self, say: Say) -> list[str]:
-        """Apply retention to the production family (a dry-run store prints the calls); return the names."""
+        """Apply retention to the production family: delete exactly what ``plan_retention`` plans (the plan
+        ``invoke bake --dry-run`` prints), saying what it keeps against the rules and why (a dry-run store
+        prints the calls); return the names."""
         retention = self.spec.env.retention
         plan = self.images.plan_retention(
             self.spec.family, retention.keep, max_age_days=retention.max_age_days, now=self.clock()
         )
-        for name, templates in sorted(plan.skipped.items()):
-            say(f"keeping {name}: instance templates boot from it ({', '.join(sorted(templates))})")
+        for name, why in plan.kept.items():
+            say(f"keeping {name}: {why}")
         for record in plan.delete:
             self.images.delete(record.name)
-        names = [r.name for r in plan.delete]
         verb = "would delete" if self.images.dry_run else "deleted"
         say(
             f"retention of {self.spec.family} (keep {retention.keep}, max age {retention.max_age_days} days): "
-            f"{verb} {', '.join(names) or 'nothing'}"
+            f"{verb} {', '.join(plan.names) or 'nothing'}"
         )
-        return names
+        return plan.names
 
 
 def _not_found(exc: ComputeApiError) -> bool:

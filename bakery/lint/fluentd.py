@@ -6,6 +6,12 @@ skips lines), ``tag`` and a ``<parse>`` with ``@type``; no two sources share a `
 with ``time_key`` keeps it (``keep_time_key true``: osquery's ``unixTime`` is needed downstream);
 ``gcloud_pubsub`` outputs have a ``topic`` and no ``key`` credential file (the VM's service account is
 used; ``project`` is optional on GCE).
+
+The main config (:func:`lint_fluentd_main`) must load only what the project ships: fluent-package 6 runs
+fluentd 1.19 with ``FLUENT_CONF_INCLUDE_DIR=/etc/fluent/conf.d``, and fluentd loads every ``.conf``/``.yaml``
+below that directory unless ``<system> config_include_dir ""`` (fluent/fluentd v1.19.0
+``lib/fluent/supervisor.rb:1209-1230``), the vendor's ``update_notifier.conf`` (calls api.github.com) and
+``obsolete_plugins.conf`` included; an ``@include`` with a wildcard loads them too.
 """
 
 from __future__ import annotations
@@ -200,8 +206,39 @@ class _Lint:
                 "warning",
                 "credential-key-file",
                 "gcloud_pubsub uses a key file: a baked credential",
-                "remove `key`; the VM's service account (Pub/Sub Publisher) is used",
+                "remove `key`; the VM's service account (Pub/Sub Publisher and Viewer on the topic) is used",
             )
+
+
+def lint_fluentd_main(path: Path) -> list[Finding]:
+    """Findings for the main Fluentd config: it loads no directory and no wildcard (see the module doc)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such Fluentd config to lint")
+    lint = _Lint(path)
+    text = path.read_text(encoding="utf-8")
+    root = lint.parse(text)
+    lint.check(root)
+    for number, raw in enumerate(text.splitlines(), start=1):
+        words = raw.split()
+        if len(words) == 2 and words[0] == "@include" and any(c in words[1] for c in "*?["):
+            lint.add(
+                number,
+                "error",
+                "wildcard-include",
+                f"@include {words[1]} loads whatever lands there, fluent-package's own snippets included",
+                "include the project's files by name",
+            )
+    systems = [s for s in root.children if s.name == "system"]
+    if not any(s.value("config_include_dir") in ('""', "''") for s in systems):
+        lint.add(
+            systems[0].line if systems else 1,
+            "error",
+            "include-dir-enabled",
+            "fluentd also loads every file of FLUENT_CONF_INCLUDE_DIR (/etc/fluent/conf.d with fluent-package), "
+            "the vendor's update_notifier.conf and obsolete_plugins.conf included",
+            'add config_include_dir "" to <system>',
+        )
+    return lint.findings
 
 
 def lint_fluentd(path: Path) -> list[Finding]:

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bakery import osqueryflags
 from bakery.errors import ConfigError
 from bakery.lint.report import Finding, Severity
-from bakery.lint.schema import Schema, expand_platforms, load_schema
+from bakery.lint.schema import Schema, expand_platforms, ignored_platform_words, load_schema
 from bakery.lint.sql import SqlChecker
 
 FlagValue = str | bool | int
@@ -72,6 +73,7 @@ QUERY_KEYS = frozenset(
         "blacklist",
         "description",
         "value",
+        "startup_priority",  # osquery 5.23.1 osquery/config/packs.cpp:278
     }
 )
 MAX_INTERVAL = 604800
@@ -134,21 +136,62 @@ GLOB_TABLES = frozenset({"file", "hash", "yara_file", "magic"})
 _GLOB_CONSTRAINT = re.compile(r"\b(path|directory)\s*(?:=|\bLIKE\b|\bGLOB\b)\s*'((?:[^']|'')*)'", re.IGNORECASE)
 
 
+class JsonObject(dict[str, Any]):
+    """A JSON object as osquery's rapidjson holds it: every member, repeated keys included.
+
+    rapidjson keeps every member of a repeated key, in document order (GenericDocument::EndObject stores all
+    it was handed: Tencent/rapidjson 1a825d24fa322a5fe721624b2ed7a18b6de9b48a, osquery 5.23.1's submodule,
+    include/rapidjson/document.h:2495-2499), and a lookup (``HasMember``, ``operator[]``) finds the FIRST
+    (FindMember, document.h:1284-1292, 1164-1167, 1249). So this mapping holds the first value of each key,
+    like osquery's lookups, and :attr:`members` holds every (key, value) for code that iterates like osquery.
+    """
+
+    def __init__(self, members: Iterable[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.members: list[tuple[str, Any]] = list(members)
+        for key, value in self.members:
+            self.setdefault(key, value)
+
+    def repeated(self) -> dict[str, int]:
+        """Keys that appear more than once, with how often."""
+        counts: dict[str, int] = {}
+        for key, _ in self.members:
+            counts[key] = counts.get(key, 0) + 1
+        return {key: n for key, n in counts.items() if n > 1}
+
+
+def members(value: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Every (key, value) of an object in document order, repeated keys included."""
+    return value.members if isinstance(value, JsonObject) else list(value.items())
+
+
 def parse_relaxed_json(text: str) -> tuple[Any, list[str]]:
-    """Parse osquery's relaxed JSON; returns the value and the duplicated keys. Raises ValueError."""
+    """Parse osquery's relaxed JSON; returns the value (objects are :class:`JsonObject`) and the repeated keys.
+
+    Raises ValueError.
+    """
     duplicates: list[str] = []
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in items:
-            if key in seen:
-                duplicates.append(key)
-            seen[key] = value
-        return seen
+    def pairs(items: list[tuple[str, Any]]) -> JsonObject:
+        obj = JsonObject(items)
+        duplicates.extend(obj.repeated())
+        return obj
 
     text = text.replace("\\\n", "")
     lines = ["" if line.strip().startswith(("#", "//")) else line for line in text.split("\n")]
     return json.loads("\n".join(lines), object_pairs_hook=pairs), duplicates
+
+
+def _repeated_keys(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str, int]]:
+    """(path of the object, key, count) for every repeated key in ``value``, outermost first."""
+    if isinstance(value, JsonObject):
+        for key, count in value.repeated().items():
+            yield path, key, count
+        for key, child in value.members:
+            yield from _repeated_keys(child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield from _repeated_keys(child, (*path, f"[{i}]"))
 
 
 def _flag_bool(value: FlagValue) -> bool:
@@ -176,6 +219,21 @@ def _is_broad(column: str, pattern: str) -> bool:
     parts = fixed.split("/")
     depth = len([p for p in (parts[:-1] if wildcard else parts) if p])
     return depth == 0 and ("%%" in pattern or column.lower() == "directory")
+
+
+def _scheduled_on(query: Any, platform: str) -> bool:
+    """Whether osquery accepts this query definition on ``platform`` (osquery/config/packs.cpp:189-249;
+    shard and version depend on the host and are not modelled)."""
+    if not isinstance(query, dict):
+        return False
+    declared = query.get("platform")
+    if isinstance(declared, str) and platform not in expand_platforms(declared):
+        return False
+    sql = query.get("query")
+    if not isinstance(sql, str) or not sql:
+        return False
+    interval = _int_value(query["interval"]) if "interval" in query else 1
+    return interval is not None and 1 <= interval <= MAX_INTERVAL
 
 
 @dataclass
@@ -219,6 +277,7 @@ class _FileLint:
     # -- structure -------------------------------------------------------------------------------
 
     def config(self, doc: dict[str, Any]) -> None:
+        self.repeated_keys(self.path, doc, None)
         for key in doc:
             if key not in CONFIG_KEYS:
                 self.add(
@@ -228,15 +287,20 @@ class _FileLint:
                     f"unknown top-level key {key!r} (osquery ignores it)",
                     f"remove it or use one of: {', '.join(sorted(CONFIG_KEYS))}",
                 )
-        options = self._mapping(doc, "options")
+        # Each option is applied in turn, so of a repeated option the last value wins: osquery 5.23.1
+        # plugins/config/parsers/options.cpp:70 merges the options with JSON::mergeObject, which removes the
+        # earlier member of the same name before adding the next (osquery/utils/json/json.cpp:343-354).
+        options = dict(members(self._mapping(doc, "options")))
+        self._check_options(options)
         self.flags = self.linter.effective_flags(options)
         self.pack_delimiter = str(options.get("pack_delimiter", self.pack_delimiter))
         for name, sql in self._mapping(doc, "views").items():
             if self._sql_entry(self.path, None, f"views.{name}", sql):
                 self.views[name] = sql
-        for name, query in self._mapping(doc, "schedule").items():
+        # osquery turns "schedule" into the pack "main" (osquery/config/config.cpp:774-782).
+        for name, query in self._unique_queries(self.path, None, members(self._mapping(doc, "schedule"))):
             self.query(self.path, None, name, query, None)
-        for name, value in self._mapping(doc, "packs").items():
+        for name, value in self._unique_packs(members(self._mapping(doc, "packs"))):
             if isinstance(value, dict):
                 self.pack(self.path, name, value)
             elif isinstance(value, str):
@@ -253,6 +317,7 @@ class _FileLint:
                 else:
                     pack_doc = self.linter.read(resolved, self)
                     if isinstance(pack_doc, dict):
+                        self.repeated_keys(resolved, pack_doc, name)
                         self.pack(resolved, name, pack_doc)
             else:
                 self.add(
@@ -279,6 +344,118 @@ class _FileLint:
                 "file_paths is set but enable_file_events is false: no file is monitored",
                 "set --enable_file_events=true in the flagfile, or remove file_paths",
             )
+
+    def _check_options(self, options: Mapping[str, Any]) -> None:
+        """Options osquery ignores (unknown, CLI-only, unparsable value): warnings, as osquery only logs them
+        (see :mod:`bakery.osqueryflags`)."""
+        for name, value in options.items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (str, int)):
+                text = str(value)
+            else:
+                continue  # objects/arrays become JSON text (options.cpp:86-88); not checked here
+            try:
+                osqueryflags.check_option(self.linter.flag_table, f"options.{name}", name, text, self.linter.platform)
+            except ConfigError as exc:
+                message, _, fix = str(exc).rpartition("; ")
+                self.add(self.path, "warning", "ignored-option", message, fix)
+
+    def repeated_keys(self, file: Path, doc: Any, pack: str | None) -> None:
+        """Report keys repeated in ``doc``, a config (``pack`` None) or the pack file of ``pack``, with what
+        osquery does with them. Repeated query and pack names are reported by :meth:`_unique_queries` and
+        :meth:`_unique_packs`."""
+        seen: set[tuple[tuple[str, ...], str]] = set()
+        for path, key, count in _repeated_keys(doc):
+            if (path, key) in seen:
+                continue
+            seen.add((path, key))
+            where = path if pack is None else ("packs", pack, *path)
+            pack_name = where[1] if len(where) >= 2 and where[0] == "packs" else None
+            query_name = where[3] if len(where) == 4 and where[2] == "queries" else None
+            if len(where) == 2 and where[0] == "schedule":
+                query_name = where[1]
+            if where in {("schedule",), ("packs",)} or (len(where) == 3 and where[0::2] == ("packs", "queries")):
+                continue
+            if where == ():
+                what = "osquery reads only the first (osquery/config/config.cpp:774-787, 880 look keys up by name)"
+            elif where == ("options",):
+                what = "osquery applies them in turn, so the last value wins"
+            elif len(where) == 2 and where[0] == "packs":
+                what = "osquery reads only the first (osquery/config/packs.cpp:128-188 look pack keys up by name)"
+            elif query_name is not None:
+                what = "osquery reads only the first (osquery/config/packs.cpp:194-278 look query keys up by name)"
+            else:
+                what = "osquery's behaviour is undefined here (which one its parser for this key uses is not known)"
+            self.add(
+                file,
+                "warning",
+                "duplicate-key",
+                f"key {key!r} appears {count} times in {'.'.join(where) or 'the top level'}: {what}",
+                "keep one of them",
+                pack=pack_name,
+                query=query_name,
+            )
+
+    def _unique_queries(self, file: Path, pack: str | None, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """The query definitions osquery schedules on the target platform, one per name.
+
+        osquery 5.23.1 osquery/config/packs.cpp:188-259 walks a pack's queries in document order, skips those
+        that do not run on this host (not an object :189, platform :201-205, no query string :229, bad interval
+        :244-249), then keeps the FIRST remaining definition of a name and silently drops the rest (:252-257).
+        """
+        definitions: dict[str, list[Any]] = {}
+        for name, query in items:
+            definitions.setdefault(name, []).append(query)
+        target = self.linter.platform
+        unique = []
+        for name, defs in definitions.items():
+            if len(defs) == 1:
+                unique.append((name, defs[0]))
+                continue
+            kept = next((i for i, d in enumerate(defs) if _scheduled_on(d, target)), None)
+            if kept == 0:
+                what = f"osquery schedules the first and silently drops the other {len(defs) - 1}"
+            elif kept is not None:
+                what = (
+                    f"on {target} osquery schedules definition {kept + 1} (the first that runs there) "
+                    "and silently drops the others"
+                )
+            else:
+                what = f"none of them runs on {target}; where they run, osquery keeps the first it accepts"
+            self.add(
+                file,
+                "error",
+                "duplicate-query",
+                f"query {name!r} is defined {len(defs)} times in one {'pack' if pack else 'schedule'}: {what}",
+                "give each definition its own name (names must be unique within a pack), or delete the extra ones",
+                pack=pack,
+                query=name,
+            )
+            unique.append((name, defs[kept or 0]))
+        return unique
+
+    def _unique_packs(self, items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """One definition per pack name: the LAST, as in osquery.
+
+        osquery 5.23.1 osquery/config/config.cpp:789-797 adds every member of "packs" in turn, and
+        Schedule::add (:230-232) first removes the pack of the same name and source.
+        """
+        definitions: dict[str, list[Any]] = {}
+        for name, value in items:
+            definitions.setdefault(name, []).append(value)
+        for name, defs in definitions.items():
+            if len(defs) > 1:
+                self.add(
+                    self.path,
+                    "error",
+                    "duplicate-pack",
+                    f"pack {name!r} is defined {len(defs)} times: each replaces the previous, so osquery "
+                    f"schedules only the last and silently drops the other {len(defs) - 1}",
+                    "give each pack its own name, or delete the extra ones",
+                    pack=name,
+                )
+        return [(name, defs[-1]) for name, defs in definitions.items()]
 
     def _mapping(self, doc: dict[str, Any], key: str) -> dict[str, Any]:
         value = doc.get(key, {})
@@ -312,7 +489,7 @@ class _FileLint:
                 pack=name,
             )
             return
-        for query_name, query in queries.items():
+        for query_name, query in self._unique_queries(file, name, members(queries)):
             self.query(file, name, query_name, query, platforms)
 
     def query(self, file: Path, pack: str | None, name: str, query: Any, pack_platforms: frozenset[str] | None) -> None:
@@ -398,23 +575,52 @@ class _FileLint:
         return True
 
     def _platforms(self, file: Path, pack: str | None, name: str | None, value: Any) -> frozenset[str] | None:
+        """Where osquery runs it (see :func:`bakery.lint.schema.expand_platforms`); None: everywhere.
+
+        osquery only honours a string platform (osquery/config/packs.cpp:134, 201) and never rejects one: a word
+        it does not know is ignored, so these findings are warnings.
+        """
         if value is None:
             return None
-        try:
-            if not isinstance(value, str):
-                raise ValueError(repr(value))
-            return expand_platforms(value)
-        except ValueError as exc:
+        fix = (
+            "use linux, darwin, windows, posix, any or all, comma-separated "
+            "(osquery looks for these as case-sensitive substrings)"
+        )
+        if not isinstance(value, str):
             self.add(
                 file,
-                "error",
+                "warning",
                 "bad-platform",
-                f"platform {value!r}: {exc} is not an osquery platform",
-                "use darwin, linux, windows, freebsd, posix, any or all (comma-separated)",
+                f"platform {value!r} is not a string: osquery ignores it and runs this everywhere",
+                fix,
                 pack=pack,
                 query=name,
             )
             return None
+        platforms = expand_platforms(value)
+        ignored = [] if value in {"", "null"} else ignored_platform_words(value)
+        if not platforms:
+            self.add(
+                file,
+                "warning",
+                "bad-platform",
+                f"platform {value!r} matches no osquery platform: osquery never runs this anywhere",
+                fix,
+                pack=pack,
+                query=name,
+            )
+        elif ignored:
+            self.add(
+                file,
+                "warning",
+                "bad-platform",
+                f"platform {value!r}: osquery never matches {', '.join(map(repr, ignored))} and ignores it; "
+                f"this runs on {', '.join(sorted(platforms))}",
+                fix,
+                pack=pack,
+                query=name,
+            )
+        return platforms
 
     def _shard(self, file: Path, pack: str | None, name: str | None, value: Any) -> None:
         if value is None:
@@ -448,7 +654,17 @@ class _FileLint:
         result = checker.check(entry.sql, platforms)
         if result.error is not None:
             code, message = result.error
-            add("error", code, message, _SQL_FIXES[code])
+            if runs_on_target:
+                add("error", code, message, _SQL_FIXES[code])
+            else:
+                # A query osquery never runs on the target cannot break it: report, but do not fail the lint.
+                if entry.platforms:
+                    where = ", ".join(sorted(entry.platforms))
+                    note = f"the query runs on {where}, not on {target}"
+                    fix = f"{_SQL_FIXES[code]}; lint with --platform {min(entry.platforms)} to check it there"
+                else:
+                    note, fix = "osquery never runs the query: its platform matches none", _SQL_FIXES[code]
+                add("warning", code, f"{message} ({note})", fix)
         if not runs_on_target:
             return
         for table in sorted(result.tables):
@@ -530,6 +746,7 @@ _SQL_FIXES = {
 class _Linter:
     def __init__(self, schema: Schema, platform: str, flags: Mapping[str, FlagValue], packs_dir: Path | None) -> None:
         self.schema = schema
+        self.flag_table = osqueryflags.load_flags(schema.version)
         self.platform = platform
         self.flags = {name.lstrip("-"): value for name, value in flags.items()}
         self.packs_dir = packs_dir
@@ -557,7 +774,7 @@ class _Linter:
     def read(self, path: Path, lint: _FileLint) -> Any:
         """The parsed document, or None after adding an invalid-json finding."""
         try:
-            doc, duplicates = parse_relaxed_json(path.read_text(encoding="utf-8"))
+            doc, _ = parse_relaxed_json(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             lint.add(
                 path,
@@ -567,8 +784,6 @@ class _Linter:
                 "fix the JSON (comments must be whole lines starting with // or #)",
             )
             return None
-        for key in duplicates:
-            lint.add(path, "warning", "duplicate-key", f"key {key!r} appears twice; the last wins", "remove one")
         if not isinstance(doc, dict):
             lint.add(path, "error", "invalid-json", "the top level must be an object", "wrap it in {...}")
             return None
@@ -611,6 +826,7 @@ def lint_osquery(
     for lint, doc in sorted(docs, key=lambda d: isinstance(d[1], dict) and _is_pack(d[1])):
         if isinstance(doc, dict) and _is_pack(doc):
             if lint.path.resolve() not in linter.linted_packs:
+                lint.repeated_keys(lint.path, doc, lint.path.stem)
                 lint.pack(lint.path, lint.path.stem, doc)
         elif isinstance(doc, dict):
             lint.config(doc)

@@ -8,7 +8,7 @@ from pathlib import Path
 from bakery import imagefiles, render
 from bakery.config import Settings
 from bakery.errors import ConfigError
-from bakery.lint.fluentd import lint_fluentd
+from bakery.lint.fluentd import lint_fluentd, lint_fluentd_main
 from bakery.lint.osquery import lint_osquery
 from bakery.lint.report import Finding
 from bakery.lint.rsyslog import lint_rsyslog
@@ -16,6 +16,7 @@ from bakery.packer import detect_version
 
 OSQUERY_CONF = Path("etc/osquery/osquery.conf")
 PACKS_DIR = Path("etc/osquery/packs")
+FLUENTD_CONF = Path("etc/fluent/fluentd.conf")
 FLUENTD_SNIPPETS = "etc/fluent/conf.d/*.conf"
 RSYSLOG_SNIPPETS = "etc/rsyslog.d/*.conf"
 _POS_FILE = re.compile(r"^\s*pos_file\s+(\S+)")
@@ -36,6 +37,8 @@ def lint_tree(
         flags=flags,
         packs_dir=files / PACKS_DIR,
     )
+    if (files / FLUENTD_CONF).is_file():
+        findings += lint_fluentd_main(files / FLUENTD_CONF)
     snippets = sorted(files.glob(FLUENTD_SNIPPETS))
     for snippet in snippets:
         findings += lint_fluentd(snippet)

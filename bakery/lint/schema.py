@@ -12,37 +12,78 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-from bakery.errors import ConfigError
+from bakery import vendordata
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "osquery"
+DATA_DIR = vendordata.DATA_DIR / "osquery"
 
 PLATFORMS = frozenset({"darwin", "linux", "windows", "freebsd"})
+POSIX = frozenset({"darwin", "linux", "freebsd"})
 _ALIASES = {
-    "posix": frozenset({"darwin", "linux", "freebsd"}),
+    "posix": POSIX,
     "any": PLATFORMS,
     "all": PLATFORMS,
 }
+# The substrings osquery's checkPlatform looks for, as (substring, platforms it selects). osquery 5.23.1
+# (osquery/osquery b7538338fa5bf3baeb11d660e0053b5919ed86e2) osquery/core/system.cpp:459-485: "" and
+# "null" run everywhere (:460); a string CONTAINING "any" or "all" runs everywhere (:464-466); "linux",
+# "ubuntu" or "centos" anywhere in it runs on Linux (:472-477); "posix" on POSIX builds (:479-482); else it
+# runs where it contains the build's own OSQUERY_BUILD_PLATFORM, "linux"/"darwin"/"windows"
+# (:484; cmake/flags.cmake:163,259,344; 5.23.1 has no FreeBSD build, modelled the same way). Matching is
+# plain case-sensitive std::string::find on the whole value: commas mean nothing to osquery and a word
+# that contains none of these substrings is ignored, not rejected.
+PLATFORM_SUBSTRINGS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("any", PLATFORMS),
+    ("all", PLATFORMS),
+    ("linux", frozenset({"linux"})),
+    ("ubuntu", frozenset({"linux"})),
+    ("centos", frozenset({"linux"})),
+    ("posix", POSIX),
+    ("darwin", frozenset({"darwin"})),
+    ("windows", frozenset({"windows"})),
+    ("freebsd", frozenset({"freebsd"})),
+)
 
 
-def expand_platforms(value: str | Iterable[str]) -> frozenset[str]:
-    """Expand an osquery platform value ("linux", "posix", "darwin,linux", "all") to platform names.
+def _substring_platforms(value: str) -> frozenset[str]:
+    names: set[str] = set()
+    for needle, platforms in PLATFORM_SUBSTRINGS:
+        if needle in value:
+            names |= platforms
+    return frozenset(names)
+
+
+def expand_platforms(value: str) -> frozenset[str]:
+    """The platforms on which osquery runs a pack or query whose ``platform`` is ``value``.
+
+    Mirrors osquery's ``checkPlatform`` (see :data:`PLATFORM_SUBSTRINGS`): "ubuntu" or "centos" mean Linux,
+    "linux,macos" runs on Linux only (osquery ignores "macos"), "Linux" runs nowhere (case-sensitive).
+    """
+    if value in {"", "null"}:
+        return PLATFORMS
+    return _substring_platforms(value)
+
+
+def ignored_platform_words(value: str) -> list[str]:
+    """The comma-separated words of ``value`` that select no platform (osquery silently ignores them)."""
+    return [word for word in (w.strip() for w in value.split(",")) if word and not _substring_platforms(word)]
+
+
+def table_platforms(names: Iterable[str]) -> frozenset[str]:
+    """The platforms of a schema table ("platforms": ["darwin", "linux"]; "posix"/"any"/"all" allowed).
 
     Raises ValueError naming the first unknown platform.
     """
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names: set[str] = set()
-    for raw in items:
-        item = raw.strip()
-        if item in _ALIASES:
-            names |= _ALIASES[item]
-        elif item in PLATFORMS:
-            names.add(item)
+    platforms: set[str] = set()
+    for name in names:
+        if name in _ALIASES:
+            platforms |= _ALIASES[name]
+        elif name in PLATFORMS:
+            platforms.add(name)
         else:
-            raise ValueError(item)
-    return frozenset(names)
+            raise ValueError(name)
+    return frozenset(platforms)
 
 
 @dataclass(frozen=True)
@@ -90,7 +131,7 @@ def parse_schema(version: str, rows: list[dict[str, Any]]) -> Schema:
     tables = {
         r["name"]: Table(
             name=r["name"],
-            platforms=expand_platforms(r["platforms"]),
+            platforms=table_platforms(r["platforms"]),
             evented=bool(r["evented"]),
             columns=tuple(Column(*c) for c in r["columns"]),
         )
@@ -99,19 +140,15 @@ def parse_schema(version: str, rows: list[dict[str, Any]]) -> Schema:
     return Schema(version, tables)
 
 
-def available_versions() -> list[str]:
-    """osquery versions that have a shipped schema."""
-    return sorted(p.name[len("schema-") : -len(".json")] for p in DATA_DIR.glob("schema-*.json"))
-
-
 @cache
 def load_schema(version: str) -> Schema:
     """The table schema of osquery ``version`` (e.g. "5.23.1"); ConfigError when none is shipped."""
-    path = DATA_DIR / f"schema-{version}.json"
-    if not path.is_file():
-        raise ConfigError(
-            f"no osquery table schema for version {version}; available: "
-            f"{', '.join(available_versions()) or 'none'}; add bakery/data/osquery/schema-{version}.json "
-            "(made with bakery.lint.schema.compact from the osquery website's schema JSON)"
-        )
+    path = vendordata.path(
+        "osquery",
+        "schema",
+        version,
+        what="osquery table schema",
+        key="bakery.osquery.version",
+        how_to_add="made with bakery.lint.schema.compact from the osquery website's schema JSON",
+    )
     return parse_schema(version, json.loads(path.read_text(encoding="utf-8")))

@@ -8,6 +8,9 @@ Layout::
     <root>/.lock                       flock held by every mutation
     <root>/.tmp/                       staging; an insert or delete is one rename, so readers never
                                        see half an image, and leftovers of a killed process are swept
+
+Retention is ``bakery.images.retention_plan``, the GCE store's rule (keep-N, ``max_age_days``, never the
+head nor rollback's target), with nothing protected by instance templates here.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bakery.errors import RegistryError
 from bakery.images import (
     DeprecationState,
     ImageRecord,
+    RetentionPlan,
     family_head,
     in_family,
     newest_first,
@@ -148,13 +152,36 @@ class LocalRegistry:
             deprecated = self._deprecate(old_head.name, DeprecationState.DEPRECATED, new_head.name)
         return deprecated, new_head
 
-    def retention(self, family: str, keep: int) -> builtins.list[str]:
+    def plan_retention(
+        self,
+        family: str,
+        keep: int,
+        *,
+        max_age_days: int | None = None,
+        now: datetime.datetime | None = None,
+        incoming: str | None = None,
+    ) -> RetentionPlan:
+        """``retention_plan`` of the family's images (``now``: default the current time). Changes nothing."""
+        validate_name(family, "family name")
+        return retention_plan(
+            self.list(family),
+            family,
+            keep,
+            now=now or datetime.datetime.now(datetime.UTC),
+            max_age_days=max_age_days,
+            incoming=incoming,
+        )
+
+    def retention(
+        self, family: str, keep: int, *, max_age_days: int | None = None, now: datetime.datetime | None = None
+    ) -> builtins.list[str]:
+        """Delete what :meth:`plan_retention` plans (planned under the lock), nothing else."""
         validate_name(family, "family name")
         with self._locked():
-            doomed = retention_plan(self.list(family), family, keep)
-            for record in doomed:
+            plan = self.plan_retention(family, keep, max_age_days=max_age_days, now=now)
+            for record in plan.delete:
                 self._delete(record.name)
-        return [r.name for r in doomed]
+        return plan.names
 
     def promote(self, name: str, family: str, *, new_name: str) -> ImageRecord:
         """Copy ACTIVE image ``name`` as ``new_name`` into ``family``, labelled ``promoted-from=name``."""

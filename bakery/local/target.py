@@ -53,8 +53,10 @@ class LocalTarget:
         """Nothing boots from a local family but the tests."""
         return []
 
-    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
+    def check_tools(self, packer_version: tuple[int, int, int]) -> None:
         proc.require_tools({"qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "openssh-client"})
+
+    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
         check_free_space([rendered.directory, self.cache_dir, self.registry_dir], MIN_FREE_BYTES)
         self.base = ensure_base_image(self.cache_dir, timeout=BASE_BUILD_TIMEOUT, log=say)
         self.accelerator = choose_accelerator(self.settings.accelerator, self.base, log=say)

@@ -653,9 +653,12 @@ class FakeCompute:
             "diskSizeGb": "10",
             "selfLink": self._link(f"global/images/{name}"),
             "labelFingerprint": fingerprint(body.get("labels", {})),
+            # Whether a copy (sourceImage) inherits the source's storage location and guest OS features is
+            # documented nowhere (gcloud's help: without --storage-location "the multi-region location closest
+            # to the source is chosen"). The fake takes the pessimistic reading: only what the request gives.
             "storageLocations": ["eu"],
         }
-        for key in ("description", "family", "labels"):
+        for key in ("description", "family", "labels", "storageLocations", "guestOsFeatures"):
             if body.get(key):
                 image[key] = body[key]
         if body.get("sourceImage"):

@@ -54,10 +54,21 @@ def test_osqueryd_unit_reads_flagfile_and_config(host: Any, expect: dict[str, An
     assert f"CONFIG_FILE={expect['osquery']['conf']}" in default.replace('"', "")
 
 
-def test_osquery_config_check(host: Any, expect: dict[str, Any], needs_real_osquery: None) -> None:
+def test_osquery_config_check(host: Any, expect: dict[str, Any]) -> None:
+    """The baked config parses, checked next to the running daemon without touching its database.
+
+    ``--config_check`` opens the RocksDB database named by ``--database_path`` before it checks anything
+    (osquery 5.23.1 osquery/core/init.cpp:685-690, then :733-743), and RocksDB lets one process hold it:
+    next to a running osqueryd the check fails after 25 retries with "IO error: While lock file: …/LOCK"
+    (osquery/database/database.cpp:89-92, 487-500; osquery#1629, #4614). ``--disable_database`` selects
+    the in-memory "ephemeral" plugin instead (database.cpp:487) and makes no database directory
+    (init.cpp:184-196); config_check takes no pidfile (init.cpp:480-483); ``--disable_extensions`` keeps
+    it from starting an extension manager on the daemon's socket (init.cpp:680-683). The overrides come
+    after ``--flagfile``, so they win over it. The stand-in osqueryd models the lock, so this runs there too.
+    """
     cmd = host.run(
-        "osqueryd --config_check --flagfile %s --config_path %s",
+        "osqueryd --flagfile=%s --config_path=%s --config_check --disable_database --disable_extensions",
         expect["osquery"]["flagfile"],
         expect["osquery"]["conf"],
     )
-    assert cmd.rc == 0, cmd.stderr
+    assert cmd.rc == 0, cmd.stdout + cmd.stderr

@@ -18,9 +18,14 @@ def _params(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def test_fluentd_conf_includes_conf_d(host: Any, expect: dict[str, Any]) -> None:
-    lines = host.file(expect["fluentd"]["conf"]).content_string.splitlines()
-    assert "@include conf.d/*.conf" in [line.strip() for line in lines]
+def test_fluentd_loads_only_the_bakery_snippet(host: Any, expect: dict[str, Any]) -> None:
+    """fluentd.conf includes the osquery snippet by name and turns off fluentd's automatic include
+    directory (fluent-package sets FLUENT_CONF_INCLUDE_DIR=/etc/fluent/conf.d; fluentd 1.19 would load the
+    vendor's update_notifier.conf and obsolete_plugins.conf, and our snippet twice)."""
+    lines = [line.strip() for line in host.file(expect["fluentd"]["conf"]).content_string.splitlines()]
+    includes = [line for line in lines if line.startswith("@include")]
+    assert includes == [f"@include {expect['fluentd']['include']}"]
+    assert 'config_include_dir ""' in lines
 
 
 def test_fluentd_snippet_settings(host: Any, expect: dict[str, Any]) -> None:
@@ -58,10 +63,17 @@ def test_fluentd_dry_run(host: Any, expect: dict[str, Any], needs_real_fluentd: 
     assert cmd.rc == 0, cmd.stdout + cmd.stderr
 
 
-def test_results_reach_fluentd_output(
+def test_fluentd_reads_results_with_the_pubsub_output_loaded(
     host: Any, expect: dict[str, Any], needs_real_fluentd: None, needs_booted: None
 ) -> None:
-    """A result line is read to the end of the log and Fluentd logs no output error (Pub/Sub is remote)."""
+    """Fluentd runs the baked config (the Pub/Sub output and both tail sources loaded, no config error)
+    and reads osquery's results log to its end.
+
+    Whether records reach Pub/Sub is deliberately not checked here: the test VM runs as
+    ``gce.test_service_account`` (or none), which holds no Pub/Sub role on the production topic, so a test
+    VM's records never reach the SIEM and its publish attempts are refused (README, IAM). Log lines from
+    fluent/fluentd v1.19.0: "adding match" lib/fluent/agent.rb:128, "adding source" root_agent.rb:408,
+    "config error" supervisor.rb:722 and 1161."""
     results = expect["osquery"]["logs"]["results"]
     pos_file = expect["fluentd"]["pos_files"]["results"]
     deadline = time.monotonic() + 300
@@ -73,6 +85,7 @@ def test_results_reach_fluentd_output(
             break
         assert time.monotonic() < deadline, f"Fluentd read {read} of {size} bytes of {results}"
         time.sleep(5)
-    log = host.run("cat /var/log/fluent/fluentd.log").stdout
-    errors = [line for line in log.splitlines() if "[error]" in line or "failed to flush" in line]
-    assert not errors, "\n".join(errors[-5:])
+    log = host.run("cat /var/log/fluent/fluentd.log").stdout.splitlines()
+    assert not [line for line in log if "config error" in line], "Fluentd reported a config error"
+    assert any('adding match pattern="osquery.**" type="gcloud_pubsub"' in line for line in log)
+    assert sum('adding source type="tail"' in line for line in log) >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -67,3 +68,19 @@ def test_logger_line_in_syslog_events(
         return json.loads(cmd.stdout) if cmd.rc == 0 and cmd.stdout.strip() else []
 
     assert _wait(rows), f"{token} never appeared in syslog_events"
+
+
+def test_rsyslog_apparmor_allows_the_pipe(host: Any, expect: dict[str, Any]) -> None:
+    """Where rsyslogd has an AppArmor profile (Ubuntu; enforced on 24.04), its local include carries the
+    rule for the pipe; on a booted VM the kernel has the profile loaded and logged no denial for the pipe."""
+    apparmor = expect["syslog"]["apparmor"]
+    if not host.file(apparmor["profile"]).exists:
+        pytest.skip(f"no {apparmor['profile']} on this image (Debian 12's rsyslog ships no AppArmor profile)")
+    profile = host.file(apparmor["profile"]).content_string
+    assert re.search(r"^\s*#?include <local/usr\.sbin\.rsyslogd>", profile, re.M), "the profile has no local include"
+    local = [line.strip() for line in host.file(apparmor["local"]).content_string.splitlines()]
+    assert apparmor["rule"] in local
+    if host.file("/run/systemd/system").is_directory and host.file("/sys/kernel/security/apparmor/profiles").exists:
+        kernel = host.run("journalctl -k --no-pager -o cat").stdout.splitlines()
+        denied = [line for line in kernel if 'apparmor="DENIED"' in line and expect["syslog"]["pipe"] in line]
+        assert not denied, "\n".join(denied[-3:])

@@ -282,3 +282,23 @@ def test_unwritable_build_dir_is_one_line_not_a_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "/proc/bakery-cannot-write-here" in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        (
+            "  osquery:\n    flags: {enable_sylog: true}\n",
+            "bakery.osquery.flags.enable_sylog: 'enable_sylog' is not a flag of osquery 5.23.1",
+        ),
+        ("  osquery:\n    flags: {events_max: -5}\n", "bakery.osquery.flags.events_max: '-5': a uint64 flag"),
+        ("  osquery:\n    options: {logger_plugin: tls}\n", "bakery.osquery.options.logger_plugin: 'logger_plugin' is"),
+    ],
+    ids=["unknown-flag", "negative-uint-flag", "cli-only-option"],
+)
+def test_bad_osquery_flag_is_one_clear_line(tmp_path: Path, runtime: str, expected: str) -> None:
+    proc, build = run_invoke(tmp_path, runtime, "render")
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert not build.exists(), sorted(build.rglob("*"))

@@ -1,15 +1,21 @@
 """.gitlab-ci.yml: valid against GitLab's CI schema, every ``invoke`` command line names a real task and
 real flags, and the pipeline runs what it should when it should (checks on push/MR, bake on schedule,
-manual rollback, one resource group per image family, JUnit reports where the commands write them)."""
+manual rollback, one resource group per image family, JUnit reports where the commands write them); the bake
+job installs the Packer and gcloud that bakery needs, from apt repositories whose keys are checked by
+fingerprint before they are trusted."""
 
 from __future__ import annotations
 
 import copy
 import importlib
 import json
+import os
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,8 @@ import pytest
 import yaml
 from invoke.collection import Collection
 
-from bakery import cli
+from bakery import cli, gcloud
+from bakery.packer_plugins import PLUGINS_SINCE
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_FILE = ROOT / ".gitlab-ci.yml"
@@ -178,16 +185,30 @@ def shell_commands(line: str) -> Iterator[list[str]]:
         yield command
 
 
+def script_lines(job: Mapping[str, Any], keys: tuple[str, ...] = SCRIPT_KEYS) -> list[str]:
+    """The job's script lines in the order the runner runs them, nested lists (YAML anchors of lists, which
+    GitLab flattens) flattened."""
+    lines: list[str] = []
+
+    def add(item: Any) -> None:
+        if isinstance(item, str):
+            lines.append(item)
+        else:
+            for each in item:
+                add(each)
+
+    for key in keys:
+        add(job.get(key, []))
+    return lines
+
+
 def invoke_commands(doc: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
     """(job, arguments after ``invoke``) for every invoke command in every job's scripts."""
     for name in job_names(doc):
-        job = resolve(doc, name)
-        for key in SCRIPT_KEYS:
-            lines = job.get(key, [])
-            for line in [lines] if isinstance(lines, str) else lines:
-                for command in shell_commands(line):
-                    if command[0] == "invoke":
-                        yield name, command[1:]
+        for line in script_lines(resolve(doc, name)):
+            for command in shell_commands(line):
+                if command[0] == "invoke":
+                    yield name, command[1:]
 
 
 def check_invoke_args(args: list[str], ns: Collection) -> list[str]:
@@ -476,7 +497,9 @@ def test_setup_bootstraps_and_activates_the_venv_for_every_invoke_job(ci: dict[s
     assert "VENV=${BAKERY_VENV:-.venv}" in (ROOT / "scripts" / "bootstrap.sh").read_text()
     assert ". .venv/bin/activate" in setup
     for name in {job for job, _ in invoke_commands(ci)}:
-        assert resolve(ci, name).get("before_script") == setup, name
+        # The setup comes last: the bake job installs its tools first (.gce-tools).
+        before = script_lines(resolve(ci, name), ("before_script",))
+        assert before[-len(setup) :] == setup, name
 
 
 # --- every invoke command names a real task and real flags ---------------------------------------------------
@@ -542,3 +565,546 @@ def test_bake_job_outlasts_bakerys_own_timeouts(ci: dict[str, Any]) -> None:
 def test_bake_reports_never_expire(ci: dict[str, Any]) -> None:
     # Unchanged families are skipped for months; the head's manifest must outlive them.
     assert resolve(ci, "bake")["artifacts"]["expire_in"] == "never"
+
+
+# --- the bake job's tools: Packer and gcloud, from apt repositories whose keys are checked first ---------------
+
+# The signing keys the pipeline trusts, defined once, here: keyring -> (key URL, fingerprint of the one key the
+# keyring holds). .gitlab-ci.yml must use exactly these. (The images' own repositories, osquery and Fluentd, have
+# their fingerprints in bakery/config.py; the pipeline does not use them.)
+# - HashiCorp: the fingerprint HashiCorp's install instructions publish for https://apt.releases.hashicorp.com/gpg;
+#   evidence found only in secondary copies of HashiCorp's install text.
+# - Google: evidence is indirect, Google documents no fingerprint for packages.cloud.google.com. This key ("Artifact
+#   Registry Repository Signer <artifact-registry-repository-signer@google.com>") is the only Google key trusted by
+#   a Debian 12 machine image on which google-cloud-cli 528.0.0-0 was installed from packages.cloud.google.com
+#   (cloud-sdk-bookworm), and the only key of the keyring Google's Debian image builder uses for that host
+#   (GoogleCloudPlatform/compute-image-tools 2c616c1a, daisy_workflows/image_build/debian/fai_config/files/etc/apt/
+#   keyrings/google-keyring.gpg/TRIXIE). apt-key.gpg also holds an older "Rapture Automatic Signing Key",
+#   A362B822F6DEDC652817EA46B53DC80D13EDEF05 (kubernetes/release#3102), which the pipeline does not trust.
+HASHICORP_FINGERPRINT = "798AEC654E5C15428C8E42EEAA16FCBCA621E701"
+GOOGLE_CLOUD_FINGERPRINT = "35BAA0B33E9EB396F59CA838C0BA5CE6DC6315A3"
+TRUSTED_KEYS = {
+    "/usr/share/keyrings/hashicorp-archive-keyring.gpg": (
+        "https://apt.releases.hashicorp.com/gpg",
+        HASHICORP_FINGERPRINT,
+    ),
+    "/usr/share/keyrings/cloud.google.gpg": (
+        "https://packages.cloud.google.com/apt/doc/apt-key.gpg",
+        GOOGLE_CLOUD_FINGERPRINT,
+    ),
+}
+HASHICORP_APT = "https://apt.releases.hashicorp.com"  # one suite per Debian release
+GOOGLE_CLOUD_APT = "https://packages.cloud.google.com/apt"
+GOOGLE_CLOUD_SUITE = "cloud-sdk"  # the suite Google documents for Debian, the same for every release
+DEBIAN_CODENAMES = {"debian:12": "bookworm"}
+
+KEYRING_DIRS = ("/usr/share/keyrings/", "/etc/apt/keyrings/", "/etc/apt/trusted.gpg")
+SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "!", "{", "}", "(", ")", "do", "done", "while", "until"}
+FUNCTION_RE = re.compile(r"^\s*(\w+)\(\)\s*[({]\s*$")
+POSITIONAL_RE = re.compile(r"(\w+=)?\$\{?([1-9])\}?")
+DEB_RE = re.compile(r"deb (?:\[(?P<options>[^]]*)\] )?(?P<uri>\S+) (?P<suite>\S+) (?P<components>.+)")
+
+# A simple command and the operator joining it to the one before it on its line ("", "|", "||", "&&", ";", "&").
+Command = tuple[str, list[str]]
+
+
+def line_commands(line: str) -> list[Command]:
+    """The simple commands of one physical line, each with the operator before it; leading shell keywords
+    (``if``, ``!``, ``{``, ...) dropped, redirections (``>``, ``<``) kept as words."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands: list[Command] = []
+    operator, argv = "", list[str]()
+    for token in lexer:
+        if token in {"&&", "||", ";", "|", "&"}:
+            if argv:
+                commands.append((operator, argv))
+            operator, argv = token, []
+        elif argv or token not in SHELL_KEYWORDS:
+            argv.append(token)
+    if argv:
+        commands.append((operator, argv))
+    return commands
+
+
+def substitute(word: str, args: list[str]) -> str:
+    """``$N`` or ``NAME=$N`` (a whole word) with the function's N-th argument; any other word unchanged."""
+    match = POSITIONAL_RE.fullmatch(word)
+    if match is None or int(match.group(2)) > len(args):
+        return word
+    return (match.group(1) or "") + args[int(match.group(2)) - 1]
+
+
+def program(lines: list[str]) -> list[list[Command]]:
+    """A script as the shell runs it, one entry per physical line. The shell functions it defines (``name() (``
+    or ``name() {`` up to a line that is only ``)`` or ``}``) are expanded where they are called, with their
+    positional parameters substituted."""
+    functions: dict[str, list[list[Command]]] = {}
+    body: list[list[Command]] | None = None
+    steps: list[list[Command]] = []
+    for physical in (part for line in lines for part in line.splitlines()):
+        if body is not None:
+            if physical.strip() in {")", "}"}:
+                body = None
+            elif parsed := line_commands(physical):
+                body.append(parsed)
+            continue
+        if match := FUNCTION_RE.match(physical):
+            body = functions[match.group(1)] = []
+            continue
+        parsed = line_commands(physical)
+        if parsed and parsed[0][1][0] in functions:
+            name, *args = parsed[0][1]
+            steps += [[(op, [substitute(w, args) for w in argv]) for op, argv in step] for step in functions[name]]
+        elif parsed:
+            steps.append(parsed)
+    return steps
+
+
+def option_value(argv: list[str], *flags: str) -> str | None:
+    """The value of ``FLAG VALUE`` (or ``--flag=VALUE``) in a command, or None."""
+    for i, word in enumerate(argv):
+        if word in flags and i + 1 < len(argv):
+            return argv[i + 1]
+        for flag in flags:
+            if flag.startswith("--") and word.startswith(flag + "="):
+                return word.partition("=")[2]
+    return None
+
+
+def in_keyring_dir(word: str) -> bool:
+    return word.startswith(KEYRING_DIRS)
+
+
+def fingerprint_check(step: list[Command]) -> tuple[str, str] | None:
+    """(file, fingerprint) when the line compares a downloaded key's primary fingerprints with an expected one and
+    refuses otherwise: ``gpg ... --show-keys --with-colons FILE | awk -v want=FINGERPRINT ... || { ...; exit N; }``
+    with N not 0. Anything else is not a check (the executable test below runs the real one against keys)."""
+    for i, (_, argv) in enumerate(step[:-2]):
+        if argv[0] != "gpg" or "--show-keys" not in argv or "--with-colons" not in argv:
+            continue
+        operator, awk = step[i + 1]
+        want = option_value(awk, "-v") or ""
+        rest = step[i + 2 :]
+        refuses = rest[0][0] == "||" and any(a[0] == "exit" and a[1:] not in ([], ["0"]) for _, a in rest)
+        if operator == "|" and awk[0] == "awk" and want.startswith("want=") and refuses:
+            return argv[-1], want.removeprefix("want=")
+    return None
+
+
+@dataclass
+class AptSetup:
+    """What a script does with apt: the keyrings it writes from keys checked by fingerprint, the sources it adds,
+    its updates and installs (by line), and every way it trusts a key without checking it (``problems``)."""
+
+    problems: list[str] = field(default_factory=list)
+    keyrings: dict[str, tuple[str, str]] = field(default_factory=dict)  # keyring -> (key URL, fingerprint)
+    sources: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # uri, suite, components, options
+    updates: list[int] = field(default_factory=list)
+    installs: list[tuple[int, list[str]]] = field(default_factory=list)  # package arguments of apt-get install
+
+
+def apt_setup(steps: list[list[Command]]) -> AptSetup:
+    """Follow each key from its download to its keyring: a file downloaded (``curl --output``) must pass a
+    fingerprint check before it is imported or dearmored, a keyring may only be written from a checked key (one
+    ``gpg --export FINGERPRINT`` of a checked import, or ``gpg --dearmor`` of a checked file), and every apt
+    source must be ``signed-by`` such a keyring. Any other write into a keyring directory is a problem."""
+    apt = AptSetup()
+    downloaded: dict[str, str] = {}  # file -> URL
+    checked: dict[str, tuple[str, str]] = {}  # file -> (URL, fingerprint), until the file is downloaded again
+    imported: dict[str, dict[str, str]] = {}  # gpg homedir -> fingerprint -> URL of the checked keys imported
+    for index, step in enumerate(steps):
+        if (check := fingerprint_check(step)) is not None:
+            file, fingerprint = check
+            if file in downloaded:
+                checked[file] = (downloaded[file], fingerprint)
+            else:
+                apt.problems.append(f"checks {file}, which was not downloaded")
+            continue
+        for _, argv in step:
+            where = f"{shlex.join(argv)!r}"
+            redirect = next((argv[i + 1] for i, w in enumerate(argv[:-1]) if w in {">", ">>"}), None)
+            output = option_value(argv, "--output", "-o") or redirect
+            home = option_value(argv, "--homedir") or "~/.gnupg"
+            if argv[0] == "curl" and output and not in_keyring_dir(output):
+                urls = [w for w in argv if w.startswith(("https://", "http://"))]
+                downloaded[output] = urls[-1] if urls else "?"
+                checked.pop(output, None)
+            elif argv[0] == "gpg" and "--import" in argv:
+                if argv[-1] in checked:
+                    url, fingerprint = checked[argv[-1]]
+                    imported.setdefault(home, {})[fingerprint] = url
+                else:
+                    apt.problems.append(f"{where}: imports {argv[-1]} before checking its fingerprint")
+            elif argv[0] == "gpg" and "--export" in argv:
+                after = argv[argv.index("--export") + 1 :]
+                keys = [w for w in after[: after.index(">")] if not w.startswith("-")] if ">" in after else after
+                if len(keys) != 1 or keys[0] not in imported.get(home, {}):
+                    apt.problems.append(f"{where}: exports {keys or 'every key'}, not one key checked by fingerprint")
+                elif output and in_keyring_dir(output):
+                    apt.keyrings[output] = (imported[home][keys[0]], keys[0])
+            elif argv[0] == "gpg" and "--dearmor" in argv:
+                armored = next((argv[i + 1] for i, w in enumerate(argv[:-1]) if w == "<"), argv[-1])
+                if armored not in checked:
+                    apt.problems.append(f"{where}: dearmors {armored} before checking its fingerprint")
+                elif output and in_keyring_dir(output):
+                    apt.keyrings[output] = checked[armored]
+            elif argv[0] in {"echo", "printf"} and redirect and redirect.startswith("/etc/apt/sources.list"):
+                for match in filter(None, (DEB_RE.fullmatch(w) for w in argv[1:])):
+                    entry = match.groupdict()
+                    options = dict(o.partition("=")[::2] for o in (entry.pop("options") or "").split())
+                    keyring = options.get("signed-by", "")
+                    if options.get("trusted") == "yes" or keyring not in apt.keyrings:
+                        apt.problems.append(f"{where}: not signed-by a keyring of a key checked by fingerprint")
+                    apt.sources.append((index, {**entry, "signed-by": keyring}))
+            elif argv[0] == "apt-get" and "update" in argv:
+                apt.updates.append(index)
+            elif argv[0] == "apt-get" and "install" in argv:
+                after = argv[argv.index("install") + 1 :]
+                apt.installs.append((index, [w for w in after if not w.startswith("-")]))
+            elif argv[0] == "apt-key" or (argv[0] != "chmod" and any(in_keyring_dir(w) for w in argv)):
+                apt.problems.append(f"{where}: trusts a key without checking its fingerprint (or is not understood)")
+    return apt
+
+
+def bake_apt(doc: Mapping[str, Any]) -> AptSetup:
+    return apt_setup(program(script_lines(resolve(doc, "bake"), ("before_script", "script"))))
+
+
+def iap_environments() -> list[str]:
+    """The GCE environments that bake through IAP (gce.use_iap, true by default), from the project's config."""
+    environments = cli.project_settings().config.environments.items()
+    return sorted(name for name, env in environments if env.target == "gce" and env.gce and env.gce.use_iap)
+
+
+def installed_from(
+    doc: Mapping[str, Any], package: str, *, pin: str, uri: str, suite: str, fingerprint: str
+) -> list[str]:
+    """Problems unless the bake job installs ``package=$PIN`` (once, nothing else of that name) after an
+    ``apt-get update`` that follows adding the source ``uri suite``, signed-by a keyring holding ``fingerprint``."""
+    apt = bake_apt(doc)
+    pins = [(i, p) for i, packages in apt.installs for p in packages if re.split(r"[=/:]", p)[0] == package]
+    if [p for _, p in pins] != [f"{package}=${pin}"]:
+        return [f"bake: installs {[p for _, p in pins]}, not exactly {package}=${pin}"]
+    install = pins[0][0]
+    sources = [(i, s) for i, s in apt.sources if s["uri"].rstrip("/") == uri and i < install]
+    if not sources:
+        return [f"bake: installs {package} without adding {uri} first"]
+    problems = []
+    for i, source in sources:
+        if source["suite"] != suite:
+            problems.append(f"bake: {uri} suite {source['suite']}, expected {suite}")
+        if apt.keyrings.get(source["signed-by"], ("", ""))[1] != fingerprint:
+            problems.append(f"bake: {uri} is not signed-by a keyring holding {fingerprint}")
+        if not any(i < update < install for update in apt.updates):
+            problems.append(f"bake: no apt-get update between adding {uri} and installing {package}")
+    return problems
+
+
+def key_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Every key the bake job trusts was checked by fingerprint first, and the keys are the ones defined here."""
+    apt = bake_apt(doc)
+    problems = [f"bake: {p}" for p in apt.problems]
+    if apt.keyrings != TRUSTED_KEYS:
+        problems.append(f"bake: keyrings written from checked keys are {apt.keyrings}, expected {TRUSTED_KEYS}")
+    return problems
+
+
+def packer_problems(doc: Mapping[str, Any]) -> list[str]:
+    """Packer comes from HashiCorp's apt repository at exactly $PACKER_VERSION, new enough for the plugins."""
+    job = resolve(doc, "bake")
+    version = str(job.get("variables", {}).get("PACKER_VERSION", ""))
+    problems = []
+    # HashiCorp's .deb packages are VERSION-1 (hashicorp/packer .release/packer-artifacts.hcl).
+    if (match := re.fullmatch(r"(\d+)\.(\d+)\.(\d+)-1", version)) is None:
+        problems.append(f"bake: PACKER_VERSION {version!r} is not a version of HashiCorp's packages (X.Y.Z-1)")
+    else:
+        parsed = tuple(int(part) for part in match.groups())
+        if parsed[:2] < (1, 7) or parsed < PLUGINS_SINCE:
+            problems.append(
+                f"bake: PACKER_VERSION {version} is older than {'.'.join(map(str, PLUGINS_SINCE))}: its googlecompute "
+                "builder cannot open IAP tunnels (bakery/packer_plugins.py)"
+            )
+    image = job.get("image")
+    image = image.get("name") if isinstance(image, Mapping) else image
+    if (codename := DEBIAN_CODENAMES.get(str(image))) is None:
+        return [*problems, f"bake: image {image}: which suite of {HASHICORP_APT} it needs is not known here"]
+    return problems + installed_from(
+        doc, "packer", pin="PACKER_VERSION", uri=HASHICORP_APT, suite=codename, fingerprint=HASHICORP_FINGERPRINT
+    )
+
+
+def gcloud_problems(doc: Mapping[str, Any]) -> list[str]:
+    """With any environment baking through IAP, gcloud comes from Google's apt repository at $GCLOUD_VERSION."""
+    if not iap_environments():
+        return []
+    version = str(resolve(doc, "bake").get("variables", {}).get("GCLOUD_VERSION", ""))
+    problems = [] if re.fullmatch(r"\d+\.\d+\.\d+-\d+", version) else [f"bake: GCLOUD_VERSION {version!r}: no version"]
+    return problems + installed_from(
+        doc,
+        "google-cloud-cli",
+        pin="GCLOUD_VERSION",
+        uri=GOOGLE_CLOUD_APT,
+        suite=GOOGLE_CLOUD_SUITE,
+        fingerprint=GOOGLE_CLOUD_FINGERPRINT,
+    )
+
+
+def plugin_cache_problems(doc: Mapping[str, Any]) -> list[str]:
+    """PACKER_PLUGIN_PATH (where `packer init` installs plugins) is in the project directory and cached."""
+    job = resolve(doc, "bake")
+    path = str(job.get("variables", {}).get("PACKER_PLUGIN_PATH") or "")
+    if not path.startswith("$CI_PROJECT_DIR/"):
+        return [f"bake: PACKER_PLUGIN_PATH {path!r} is not in $CI_PROJECT_DIR, the only place GitLab caches"]
+    caches = job.get("cache", [])
+    paths = {p.rstrip("/") for cache in ([caches] if isinstance(caches, Mapping) else caches) for p in cache["paths"]}
+    relative = path.removeprefix("$CI_PROJECT_DIR/").rstrip("/")
+    return [] if relative in paths else [f"bake: PACKER_PLUGIN_PATH {relative} is not cached (cached: {sorted(paths)})"]
+
+
+def test_bake_installs_packer_from_hashicorp_at_packer_version(ci: dict[str, Any]) -> None:
+    assert packer_problems(ci) == []
+    version = resolve(ci, "bake")["variables"]["PACKER_VERSION"]
+    major, minor, patch = (int(p) for p in version.removesuffix("-1").split("."))
+    assert (major, minor) >= (1, 7)
+    assert (major, minor, patch) >= PLUGINS_SINCE
+
+
+def test_every_key_is_checked_by_fingerprint_before_apt_trusts_it(ci: dict[str, Any]) -> None:
+    assert key_problems(ci) == []
+    assert {s["signed-by"] for _, s in bake_apt(ci).sources} == set(TRUSTED_KEYS)
+
+
+def test_bake_installs_gcloud_for_the_iap_environments(ci: dict[str, Any]) -> None:
+    # IAP is gce.use_iap's default, and gstg and gprd keep it: the IAP tunnels need gcloud.
+    assert iap_environments() == ["gprd", "gstg"]
+    assert gcloud_problems(ci) == []
+
+
+def test_packer_plugin_path_is_set_and_cached(ci: dict[str, Any]) -> None:
+    assert plugin_cache_problems(ci) == []
+    # The bake job keeps the pip cache of .bakery-setup too (its cache list replaces that one).
+    assert ci[".bakery-setup"]["cache"] in resolve(ci, "bake")["cache"]
+
+
+def test_fingerprints_in_the_file_are_the_ones_defined_here(ci: dict[str, Any]) -> None:
+    assert bake_apt(ci).keyrings == TRUSTED_KEYS
+    assert set(re.findall(r"\b[0-9A-Fa-f]{40}\b", CI_FILE.read_text())) == {fp for _, fp in TRUSTED_KEYS.values()}
+
+
+def test_only_the_bake_job_installs_gce_tools(ci: dict[str, Any]) -> None:
+    setup = ci[".bakery-setup"]["before_script"]
+    # reap and rollback only call Compute Engine's API (bakery/gce/reaper.py, pipeline.rollback): no Packer, no gcloud.
+    for name in ("reap", "rollback"):
+        job = resolve(ci, name)
+        assert job["before_script"] == setup, name
+        assert apt_setup(program(script_lines(job))).installs == [], name
+    # The bake job installs its tools before the setup, so bootstrap.sh finds packer installed and keeps it.
+    before = script_lines(resolve(ci, "bake"), ("before_script",))
+    (install,) = [i for i, line in enumerate(before) if "packer=$PACKER_VERSION" in line]
+    assert install < before.index("scripts/bootstrap.sh")
+
+
+def test_credentials_come_from_the_runner_not_from_this_file(ci: dict[str, Any]) -> None:
+    header = CI_FILE.read_text().partition("\nstages:")[0]
+    # The header explains how gcloud (IAP) gets bakery's credentials: the same names bakery uses.
+    assert gcloud.ADC_FILE in header
+    assert gcloud.OVERRIDE in header
+    variables = [ci.get("variables", {})] + [v.get("variables", {}) for v in ci.values() if isinstance(v, Mapping)]
+    assert not any({gcloud.ADC_FILE, gcloud.OVERRIDE} & set(v) for v in variables)
+    for name in job_names(ci):
+        for line in script_lines(resolve(ci, name)):
+            assert not re.search(rf"\b({gcloud.ADC_FILE}|{gcloud.OVERRIDE})=", line), (name, line)
+
+
+# --- the checkers catch broken setups ------------------------------------------------------------------------
+
+
+def edit_scripts(doc: dict[str, Any], edit: Callable[[str], str]) -> None:
+    """Apply ``edit`` to every script line in the document, in place (YAML anchors share the lists)."""
+    changed = 0
+    seen: set[int] = set()
+
+    def walk(node: Any) -> None:
+        nonlocal changed
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, value in list(items):
+            if isinstance(value, str) and isinstance(node, list) and (new := edit(value)) != value:
+                node[key] = new
+                changed += 1
+            else:
+                walk(value)
+
+    walk(doc)
+    assert changed, "the breakage changed nothing"
+
+
+def replace(old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    def breakage(doc: dict[str, Any]) -> None:
+        edit_scripts(doc, lambda line: line.replace(old, new))
+
+    breakage.__name__ = f"replace {old!r} with {new!r}"
+    return breakage
+
+
+def drop_fingerprint_check(doc: dict[str, Any]) -> None:
+    edit_scripts(doc, lambda line: "\n".join(p for p in line.splitlines() if "--show-keys" not in p))
+
+
+def packer_1_6_6(doc: dict[str, Any]) -> None:
+    doc["bake"].setdefault("variables", {})["PACKER_VERSION"] = "1.6.6-1"
+
+
+def gcloud_unpinned(doc: dict[str, Any]) -> None:
+    doc["bake"].setdefault("variables", {})["GCLOUD_VERSION"] = ""
+
+
+def plugin_path_unset(doc: dict[str, Any]) -> None:
+    doc["bake"].setdefault("variables", {})["PACKER_PLUGIN_PATH"] = ""
+
+
+def plugin_path_in_home(doc: dict[str, Any]) -> None:
+    doc["bake"].setdefault("variables", {})["PACKER_PLUGIN_PATH"] = "$HOME/.packer.d/plugins"
+
+
+def plugin_path_not_cached(doc: dict[str, Any]) -> None:
+    doc["bake"]["cache"] = {"key": "pip", "paths": [".cache/pip"]}
+
+
+HASHICORP_CALL = f"trust_key /usr/share/keyrings/hashicorp-archive-keyring.gpg {HASHICORP_APT}/gpg"
+GOOGLE_CALL = f"trust_key /usr/share/keyrings/cloud.google.gpg {GOOGLE_CLOUD_APT}/doc/apt-key.gpg"
+GOOGLE_TRUSTS_HASHICORP = replace(f"{GOOGLE_CALL} {GOOGLE_CLOUD_FINGERPRINT}", f"{GOOGLE_CALL} {HASHICORP_FINGERPRINT}")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "checker"),
+    [
+        (drop_fingerprint_check, key_problems),
+        (drop_fingerprint_check, packer_problems),
+        (replace("exit 1; }", "true; }"), key_problems),  # a check that refuses nothing
+        # The key downloaded straight into the keyring, unchecked:
+        (
+            replace(
+                f"{HASHICORP_CALL} {HASHICORP_FINGERPRINT}", f"curl -fsSLo /usr/share/keyrings/x {HASHICORP_APT}/gpg"
+            ),
+            key_problems,
+        ),
+        (GOOGLE_TRUSTS_HASHICORP, key_problems),
+        (GOOGLE_TRUSTS_HASHICORP, gcloud_problems),
+        (replace('--export "$3"', "--export"), key_problems),  # exports every key of the file
+        (replace("[signed-by=/usr/share/keyrings/cloud.google.gpg]", "[trusted=yes]"), key_problems),
+        (packer_1_6_6, packer_problems),
+        (replace('"packer=$PACKER_VERSION"', "packer"), packer_problems),  # Debian's 1.6.6 or whatever is newest
+        (replace("hashicorp.com bookworm main", "hashicorp.com bullseye main"), packer_problems),
+        (replace(' "google-cloud-cli=$GCLOUD_VERSION"', ""), gcloud_problems),
+        (gcloud_unpinned, gcloud_problems),
+        (replace("apt-get update -q", "true"), gcloud_problems),
+        (plugin_path_unset, plugin_cache_problems),
+        (plugin_path_in_home, plugin_cache_problems),
+        (plugin_path_not_cached, plugin_cache_problems),
+    ],
+    ids=lambda f: getattr(f, "__name__", None),
+)
+def test_gce_tool_checkers_catch_broken_setups(ci: dict[str, Any], breakage: Any, checker: Any) -> None:
+    broken = copy.deepcopy(ci)
+    breakage(broken)
+    assert checker(broken), f"{breakage.__name__} passed {checker.__name__}"
+
+
+def test_key_checker_follows_each_file_from_download_to_keyring() -> None:
+    download = "curl -fsSL --output /tmp/k.asc https://example.org/key"
+    check = (
+        'gpg --show-keys --with-colons /tmp/k.asc | awk -F: -v want=ABCD \'$1 == "fpr" { found = 1 } '
+        "END { exit !found }' || { echo refused >&2; exit 1; }"
+    )
+    dearmor = "gpg --dearmor --output /usr/share/keyrings/x.gpg /tmp/k.asc"
+    source = (
+        'echo "deb [signed-by=/usr/share/keyrings/x.gpg] https://example.org/apt stable main"'
+        " > /etc/apt/sources.list.d/x.list"
+    )
+    good = apt_setup(program([download, check, dearmor, source]))
+    assert good.problems == []
+    assert good.keyrings == {"/usr/share/keyrings/x.gpg": ("https://example.org/key", "ABCD")}
+    for broken in (
+        [download, dearmor, source],  # no check
+        [download, check, download, dearmor, source],  # downloaded again after the check
+        [download, check.replace("exit 1", "exit 0"), dearmor, source],  # the "check" refuses nothing
+        [check, download, dearmor, source],  # checked before it was downloaded
+        [download, check, source.replace("x.gpg", "y.gpg")],  # signed by a keyring nobody checked
+        [download, check, "cp /tmp/k.asc /etc/apt/keyrings/x.asc"],  # a write the checker does not understand
+    ):
+        assert apt_setup(program(broken)).problems, broken
+
+
+# --- trust_key, run: only the checked primary key reaches the keyring ----------------------------------------
+
+
+def shell_function(doc: Mapping[str, Any], name: str) -> str:
+    """The script line of the bake job that defines the shell function ``name``."""
+    (line,) = [line for line in script_lines(resolve(doc, "bake")) if re.search(rf"^\s*{name}\(\)", line, re.M)]
+    return line
+
+
+def key_fingerprints(home: Path, *command: str) -> dict[str, list[str]]:
+    """{"pub": primary key fingerprints, "sub": subkey fingerprints} in what ``gpg --with-colons COMMAND`` shows
+    (``--show-keys FILE``: a key file's; ``--list-keys``: the keyring's)."""
+    gpg = ["gpg", "--homedir", str(home), "--with-colons", *command]
+    shown = subprocess.run(gpg, check=True, capture_output=True, text=True).stdout
+    found: dict[str, list[str]] = {"pub": [], "sub": []}
+    kind = ""
+    for row in (line.split(":") for line in shown.splitlines()):
+        if row[0] in found:
+            kind = row[0]
+        elif row[0] == "fpr" and kind:
+            found[kind].append(row[9])
+            kind = ""
+    return found
+
+
+@pytest.mark.skipif(not all(map(shutil.which, ("bash", "gpg", "gpgconf"))), reason="needs bash and GnuPG")
+def test_trust_key_keeps_only_the_checked_primary_key(ci: dict[str, Any], tmp_path: Path) -> None:
+    """The pipeline's trust_key, run (curl stood in for) on a file of two keys, like Google's apt-key.gpg."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+    keys = tmp_path / "apt-key.asc"
+    try:
+        for uid in ("Older <older@example.invalid>", "Wanted <wanted@example.invalid>"):
+            subprocess.run([*gpg, "--quick-gen-key", uid, "ed25519", "sign", "never"], check=True)
+        older, wanted = key_fingerprints(home, "--list-keys")["pub"]
+        subprocess.run([*gpg, "--quick-add-key", older, "cv25519", "encr", "never"], check=True)
+        keys.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True).stdout)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+    (subkey,) = key_fingerprints(home, "--show-keys", str(keys))["sub"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(
+        "#!/bin/sh\n# stands in for curl: copies $STUB_KEY to the --output file\nwhile [ $# -gt 0 ]; do\n"
+        '  if [ "$1" = --output ]; then cp "$STUB_KEY" "$2"; exit 0; fi\n  shift\ndone\nexit 2\n'
+    )
+    (bin_dir / "curl").chmod(0o755)
+    keyring = tmp_path / "keyring.gpg"
+    call = 'trust_key "$KEYRING" https://keys.example.invalid/apt-key.gpg "$WANT"'
+    script = f"{shell_function(ci, 'trust_key')}\n{call}\n"
+
+    def trust(fingerprint: str, served: Path = keys) -> subprocess.CompletedProcess[str]:
+        keyring.unlink(missing_ok=True)
+        path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+        env = {**os.environ, "PATH": path, "STUB_KEY": str(served), "KEYRING": str(keyring), "WANT": fingerprint}
+        return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+    done = trust(wanted)
+    assert done.returncode == 0, done.stderr
+    assert key_fingerprints(home, "--show-keys", str(keyring)) == {"pub": [wanted], "sub": []}
+    assert keyring.stat().st_mode & 0o777 == 0o644
+    not_a_key = tmp_path / "not-a-key.html"
+    not_a_key.write_text("<html>404</html>\n")
+    for refused, served in ((subkey, keys), ("0" * 40, keys), (wanted.lower()[:-1] + "0", keys), (wanted, not_a_key)):
+        result = trust(refused, served)
+        assert result.returncode == 1, (refused, served)
+        assert "refusing it" in result.stderr
+        assert not keyring.exists()

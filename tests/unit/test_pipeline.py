@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from bakery import cli, pipeline
+from bakery.config import BuildSpec, Retention
 from bakery.errors import VMError
+from bakery.images import KEPT_ROLLBACK
 from bakery.local.registry import LocalRegistry
 from bakery.local.target import check_free_space
 
@@ -48,6 +50,41 @@ def test_dry_run_plan_changes_nothing(tmp_path: Path) -> None:
     assert "publish into family osquery-debian-12 (current head: none)" in lines
     assert list(tmp_path.iterdir()) == [] or all(p.name == "build" for p in tmp_path.iterdir())
     assert not any(tmp_path.rglob("*.qcow2"))
+
+
+def test_dry_run_plan_names_exactly_what_local_retention_deletes(tmp_path: Path) -> None:
+    spec = cli.project_settings().specs("local")[0]
+    env = spec.env.model_copy(update={"retention": Retention(keep=3, max_age_days=30)})
+    config = spec.config.model_copy(update={"environments": {**spec.config.environments, "local": env}})
+    spec = BuildSpec(config, "local", spec.variant_name, tmp_path)
+    target = pipeline.target_for(spec)
+    registry = target.store
+    assert isinstance(registry, LocalRegistry)
+    disk = tmp_path / "disk.qcow2"
+    disk.write_bytes(b"qcow")
+    now = datetime.datetime.now(datetime.UTC)
+    family = spec.family
+    for release, days in (("r1", 50), ("r2", 45), ("r3", 40), ("r4", 35), ("r5", 33)):  # r5: the head, old too
+        registry.insert(f"{family}-{release}", family, disk)
+        record = registry.root / "images" / f"{family}-{release}" / "image.json"
+        stamp = (now - datetime.timedelta(days=days)).isoformat()
+        record.write_text(
+            re.sub(r'"creation_timestamp": "[^"]*"', f'"creation_timestamp": "{stamp}"', record.read_text())
+        )
+
+    lines = pipeline.plan(spec, target)
+    (name,) = [line.removeprefix("publish as ") for line in lines if line.startswith("publish as ")]
+    # once the new image is the head, r5 is rollback's target: kept although older than 30 days
+    assert [line for line in lines if line.startswith("retention ")] == [
+        f"retention of {family} once {name} is its head (keep 3, max age 30 days): would delete "
+        f"{family}-r4, {family}-r3, {family}-r2, {family}-r1",
+        f"retention keeps {family}-r5: {KEPT_ROLLBACK}",
+    ]
+    assert len(registry.list(family)) == 5
+
+    target.publish(str(disk), name, family, labels={}, description="tested", manifest="")  # what bake publishes
+    assert pipeline.retain(spec, registry) == [f"{family}-r4", f"{family}-r3", f"{family}-r2", f"{family}-r1"]
+    assert [r.name for r in registry.list(family)] == [name, f"{family}-r5"]
 
 
 def test_gce_environments_get_the_gce_target(monkeypatch: pytest.MonkeyPatch) -> None:

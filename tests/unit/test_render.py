@@ -114,7 +114,7 @@ def test_render_is_deterministic_and_fingerprinted(settings: Settings, tmp_path:
 def test_fingerprint_changes_with_inputs(settings: Settings, tmp_path: Path) -> None:
     spec = in_tmp(settings.specs("gstg", "debian-12")[0], tmp_path)
     base = render.render(spec, PACKER_166).fingerprint
-    osquery = spec.config.osquery.model_copy(update={"version": "5.22.1", "package_version": "5.22.1-1.linux"})
+    osquery = spec.config.osquery.model_copy(update={"package_version": "5.23.1-2.linux"})  # a package rebuild
     changed = replace(spec, config=spec.config.model_copy(update={"osquery": osquery}))
     assert render.render(changed, PACKER_166).fingerprint != base
     variant = spec.variant.model_copy(update={"source_image_family": "debian-13"})

@@ -29,7 +29,7 @@ provision_env           = [
   "BAKERY_ARTIFACT_SOURCE=upstream",
   "BAKERY_BUILD_USER=packer",
   "BAKERY_FILES=/tmp/bakery/files",
-  "FLUENT_KEY_FINGERPRINT=BEE682289B2217F45AF4CC3F901F9177AB97ACBE",
+  "FLUENT_KEY_FINGERPRINT=B40948B6A3B80E90F40E841F977D7A0943FA320E",
   "FLUENT_KEY_URL=https://fluentd.cdn.cncf.io/GPG-KEY-fluent-package",
   "FLUENT_PACKAGE=fluent-package",
   "FLUENT_PACKAGE_VERSION=6.0.0-1",
@@ -45,6 +45,7 @@ provision_scripts       = [
   "provision/30-packages.sh",
   "provision/40-fluent-plugin.sh",
   "provision/60-files.sh",
+  "provision/65-apparmor.sh",
   "provision/70-services.sh",
   "provision/90-seal.sh",
 ]

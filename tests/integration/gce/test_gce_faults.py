@@ -60,8 +60,8 @@ def check_rollback(store: GceImageStore, fake: FakeCompute) -> None:
 
 
 def check_retention(store: GceImageStore, fake: FakeCompute) -> None:
-    assert store.retention("cand", keep=1) == ["c-2"]
-    assert sorted(n for n in fake.images if n.startswith("c-")) == ["c-1", "c-3"]
+    assert store.retention("cand", keep=1) == ["c-1"]  # c-2 is rollback's target
+    assert sorted(n for n in fake.images if n.startswith("c-")) == ["c-2", "c-3"]
 
 
 ACTIONS: dict[str, tuple[Callable[[GceImageStore, FakeCompute], None], tuple[str, ...]]] = {
@@ -100,7 +100,7 @@ def test_fault_matrix(fake: FakeCompute, action: str, method: str, fault: str) -
     setup = GceImageStore(make_clients(fake))
     for name in ("c-1", "c-2", "c-3"):
         setup.insert(name, "cand", "debian-12-base", labels={}, description="")
-    fake.seed_template("web", f"projects/{PROJECT}/global/images/c-1")
+    fake.seed_template("web", f"projects/{PROJECT}/global/images/c-2")
     before = family_state(fake)
     fake.calls.clear()
     check, _ = ACTIONS[action]

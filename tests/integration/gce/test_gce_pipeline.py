@@ -416,11 +416,8 @@ def test_dry_runs_print_the_exact_calls_and_change_nothing(
         f"images.deprecate project={PROJECT} image={FAMILY}-r1 {body}",
     ]
     calls.clear()
-    assert target.prune(say) == [f"{FAMILY}-r2", f"{FAMILY}-r1"]
-    assert calls == [
-        f"images.delete project={PROJECT} image={FAMILY}-r2",
-        f"images.delete project={PROJECT} image={FAMILY}-r1",
-    ]
+    assert target.prune(say) == [f"{FAMILY}-r1"]  # r2 is rollback's target
+    assert calls == [f"images.delete project={PROJECT} image={FAMILY}-r1"]
     assert mutations(fake) == []
     assert head(clients) == f"{FAMILY}-r3"
 
@@ -430,16 +427,18 @@ def test_prune_deletes_old_images_but_never_the_head_nor_template_users(
 ) -> None:
     spec = gce_spec(tmp_path, keep=5, max_age_days=30)
     now = datetime.datetime.now(datetime.UTC)
-    for age, release in ((42, "r1"), (41, "r2"), (40, "r3")):  # all older than 30 days; r3 is the head
+    for age, release in ((43, "r0"), (42, "r1"), (41, "r2"), (40, "r3")):  # all older than 30 days; r3 is the head
         created = now - datetime.timedelta(days=age)
         fake.seed_image(f"{FAMILY}-{release}", FAMILY)["creationTimestamp"] = created.isoformat(timespec="milliseconds")
     fake.seed_template("web", f"projects/{PROJECT}/global/images/{FAMILY}-r1")
     fake.seed_template("ci", f"projects/{PROJECT}/global/images/{FAMILY}-r1", region="us-east1")  # regional too
     target = GceTarget(spec, clients=clients)
-    assert target.prune(lines.append) == [f"{FAMILY}-r2"]
+    assert target.prune(lines.append) == [f"{FAMILY}-r0"]
     assert lines == [
+        f"keeping {FAMILY}-r3: the family's head",
+        f"keeping {FAMILY}-r2: rollback's target (the ACTIVE image right behind the head)",
         f"keeping {FAMILY}-r1: instance templates boot from it (ci, web)",
-        f"retention of {FAMILY} (keep 5, max age 30 days): deleted {FAMILY}-r2",
+        f"retention of {FAMILY} (keep 5, max age 30 days): deleted {FAMILY}-r0",
     ]
     assert head(clients) == f"{FAMILY}-r3"
 
@@ -516,19 +515,19 @@ def test_the_prune_and_reap_tasks_reach_the_fake_through_the_endpoint_variable(
 ) -> None:
     monkeypatch.setenv("BAKERY_COMPUTE_ENDPOINT", fake.endpoint)
     spec = gce_spec(tmp_path, keep=1)
-    for release in ("r1", "r2"):
+    for release in ("r0", "r1", "r2"):
         fake.seed_image(f"{FAMILY}-{release}", FAMILY)
     fake.seed_image(f"{CANDIDATES}-a", CANDIDATES, labels=expired_labels("test", "r1"))
-    assert gce_target.prune(spec, lines.append, dry_run=True) == [f"{FAMILY}-r1"]
+    assert gce_target.prune(spec, lines.append, dry_run=True) == [f"{FAMILY}-r0"]  # r1: rollback's target
     assert reaper.reap_environment([spec], lines.append, dry_run=True)[0].name == f"{CANDIDATES}-a"
     assert mutations(fake) == []
     assert [line for line in lines if line.startswith("dry run")] == [
-        f"dry run, would call: images.delete project={PROJECT} image={FAMILY}-r1",
+        f"dry run, would call: images.delete project={PROJECT} image={FAMILY}-r0",
         f"dry run, would call: images.delete project={PROJECT} image={CANDIDATES}-a",
     ]
     gce_target.prune(spec, lines.append)
     reaper.reap_environment([spec], lines.append)
-    assert sorted(fake.images) == ["debian-12-base", f"{FAMILY}-r2"]
+    assert sorted(fake.images) == ["debian-12-base", f"{FAMILY}-r1", f"{FAMILY}-r2"]
 
 
 def test_prune_and_reap_refuse_local_environments() -> None:

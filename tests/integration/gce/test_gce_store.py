@@ -1,19 +1,25 @@
 """GceImageStore through the real google-cloud-compute client against the fake Compute API: family
-semantics, paging, rollback, retention, promotion, dry runs, racing promotions, operation polling."""
+semantics, paging, rollback, retention (and that a bake's dry-run plan names what its retention deletes),
+promotion, dry runs, racing promotions, operation polling."""
 
 from __future__ import annotations
 
+import datetime
 import threading
+from pathlib import Path
 
 import pytest
 from google.api_core import exceptions as api_exceptions
 
+from bakery import pipeline
 from bakery.errors import RegistryError
 from bakery.gce.client import ComputeApiError, ComputeClients
 from bakery.gce.store import GceImageStore
-from bakery.images import DeprecationState
+from bakery.gce.target import GceTarget
+from bakery.images import KEPT_HEAD, KEPT_ROLLBACK, DeprecationState
 from tests.fakes.compute import FakeCompute
-from tests.integration.gce.gce_env import PROJECT, make_clients
+from tests.integration.gce.gce_env import PROJECT, PackerOnFake, RecordedRunner, make_clients
+from tests.integration.gce.test_gce_pipeline import FAMILY, gce_spec, mutations
 
 BASE = "debian-12-base"
 
@@ -113,17 +119,54 @@ def test_rollback_refuses_when_the_head_changed_meanwhile(store: GceImageStore, 
     assert fake.calls_of("compute.images.deprecate") == []
 
 
-def test_retention_keeps_the_head_and_images_instance_templates_use(store: GceImageStore, fake: FakeCompute) -> None:
-    seed_family(store, "cand", "c-1", "c-2", "c-3", "c-4", "c-5")
-    store.deprecate("c-5", "DEPRECATED", replacement="c-4")  # head is c-4; c-5 is newest
+def test_retention_keeps_the_head_its_rollback_target_and_images_instance_templates_use(
+    store: GceImageStore, fake: FakeCompute
+) -> None:
+    seed_family(store, "cand", "c-0", "c-1", "c-2", "c-3", "c-4", "c-5")
+    store.deprecate("c-5", "DEPRECATED", replacement="c-4")  # head is c-4, rollback's target c-3; c-5 is newest
     fake.seed_template("web-v1", f"projects/{PROJECT}/global/images/c-1")
     fake.seed_template("web-v2", "global/images/c-2")
     fake.seed_template("web-family", f"projects/{PROJECT}/global/images/family/cand")
     plan = store.plan_retention("cand", keep=1)
-    assert [r.name for r in plan.delete] == ["c-3"]
+    assert [r.name for r in plan.delete] == ["c-0"]
+    assert plan.kept == {
+        "c-4": KEPT_HEAD,
+        "c-3": KEPT_ROLLBACK,
+        "c-2": "instance templates boot from it (web-v2)",
+        "c-1": "instance templates boot from it (web-v1)",
+    }
     assert plan.skipped == {"c-2": ["web-v2"], "c-1": ["web-v1"]}
-    assert store.retention("cand", keep=1) == ["c-3"]
-    assert [r.name for r in store.list("cand")] == ["c-5", "c-4", "c-2", "c-1"]
+    assert store.retention("cand", keep=1) == ["c-0"]
+    assert [r.name for r in store.list("cand")] == ["c-5", "c-4", "c-3", "c-2", "c-1"]
+
+
+def test_the_dry_run_plan_names_exactly_what_the_bake_s_retention_deletes(
+    fake: FakeCompute, clients: ComputeClients, tmp_path: Path
+) -> None:
+    spec = gce_spec(tmp_path, keep=3, max_age_days=30)
+    now = datetime.datetime.now(datetime.UTC)
+    for release, age in (("r1", 50), ("r2", 45), ("r3", 40), ("r4", 35), ("r5", 33)):  # r5: the head, old too
+        image = fake.seed_image(f"{FAMILY}-{release}", FAMILY, labels={"artifact-source": "upstream"})
+        image["creationTimestamp"] = (now - datetime.timedelta(days=age)).isoformat(timespec="milliseconds")
+    fake.seed_template("web", f"projects/{PROJECT}/global/images/{FAMILY}-r2")
+
+    plan = pipeline.plan(spec, GceTarget(spec, clients=clients))
+    assert mutations(fake) == []
+    (name,) = [line.removeprefix("publish as ") for line in plan if line.startswith("publish as ")]
+    # once the new image is the head, r5 is rollback's target: kept although older than 30 days
+    assert [line for line in plan if line.startswith("retention ")] == [
+        f"retention of {FAMILY} once {name} is its head (keep 3, max age 30 days): would delete "
+        f"{FAMILY}-r4, {FAMILY}-r3, {FAMILY}-r1",
+        f"retention keeps {FAMILY}-r5: {KEPT_ROLLBACK}",
+        f"retention keeps {FAMILY}-r2: instance templates boot from it (web)",
+    ]
+
+    lines: list[str] = []
+    target = GceTarget(spec, clients=clients, runner=RecordedRunner())
+    report = pipeline.bake(spec, target, lines.append, build=PackerOnFake(fake))
+    assert report.deleted == [f"{FAMILY}-r4", f"{FAMILY}-r3", f"{FAMILY}-r1"]
+    assert [r.name for r in target.images.list(FAMILY)] == [report.image_name, f"{FAMILY}-r5", f"{FAMILY}-r2"]
+    assert target.images.get_from_family(FAMILY).name == report.image_name
 
 
 def test_promote_copies_into_the_family_with_promoted_from(store: GceImageStore) -> None:
@@ -138,7 +181,7 @@ def test_promote_copies_into_the_family_with_promoted_from(store: GceImageStore)
 
 
 def test_dry_run_reports_exact_calls_and_changes_nothing(store: GceImageStore, fake: FakeCompute) -> None:
-    seed_family(store, "cand", "c-1", "c-2")
+    seed_family(store, "cand", "c-0", "c-1", "c-2")
     lines: list[str] = []
     dry = GceImageStore(store.clients, dry_run=lines.append)
     before = {name: dict(image) for name, image in fake.images.items()}
@@ -148,10 +191,11 @@ def test_dry_run_reports_exact_calls_and_changes_nothing(store: GceImageStore, f
     link = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/global/images/"
     assert lines == [
         f'images.deprecate project={PROJECT} image=c-2 body={{"replacement":"{link}c-1","state":"DEPRECATED"}}',
-        f"images.delete project={PROJECT} image=c-1",
+        f"images.delete project={PROJECT} image=c-0",  # c-1 stays: rollback's target
         f"images.insert project={PROJECT} body="
         '{"description":"bake c-2\\nbakery-manifest: m/c-2.json","family":"prod",'
-        f'"labels":{{"bake":"c-2","promoted-from":"c-2"}},"name":"prod-1","sourceImage":"{link}c-2"}}',
+        f'"labels":{{"bake":"c-2","promoted-from":"c-2"}},"name":"prod-1","sourceImage":"{link}c-2",'
+        '"storageLocations":["eu"]}',  # the source's location, carried explicitly
     ]
     assert fake.images == before
 
@@ -217,3 +261,23 @@ def test_the_library_s_own_operation_polling_would_leave_the_endpoint(
     assert foreign and foreign[0][0] == "compute.googleapis.com"  # type: ignore[index]
     assert fake.calls_of("compute.globalOperations.get") == []
     connections.clear()  # the guard did its job; let the fixture's teardown pass
+
+
+def test_publish_and_promote_carry_the_tested_images_guest_os_features_and_location(
+    store: GceImageStore, fake: FakeCompute
+) -> None:
+    """Whether images.insert from sourceImage inherits guestOsFeatures and storageLocations is documented
+    nowhere; the fake inherits neither, and the copies still have exactly the candidate's values, because
+    the insert requests name them."""
+    features = [{"type": "UEFI_COMPATIBLE"}, {"type": "GVNIC"}, {"type": "VIRTIO_SCSI_MULTIQUEUE"}]
+    fake.seed_image("cand-1", "osq-candidate", guestOsFeatures=features, storageLocations=["us"])
+    published = store.publish("cand-1", "osq", new_name="osq-1", labels={"a": "b"}, description="d")
+    promoted = store.promote("osq-1", "osq", new_name="osq-2")
+    for image in (published, promoted):
+        assert image.guest_os_features == ("UEFI_COMPATIBLE", "GVNIC", "VIRTIO_SCSI_MULTIQUEUE")
+        assert image.storage_locations == ("us",)
+    inserts = [c for c in fake.calls if c.method == "compute.images.insert"]
+    assert [c.body["guestOsFeatures"] for c in inserts] == [features, features]
+    assert [c.body["storageLocations"] for c in inserts] == [["us"], ["us"]]
+    fake.seed_image("plain", "other")
+    assert fake.images["plain"].get("guestOsFeatures") is None  # the fake invents nothing

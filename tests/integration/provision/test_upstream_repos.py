@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,3 +134,36 @@ def test_upstream_keys_checked_then_pinned_packages_installed(tmp_path: Path, mo
     shown = _gpg(vendor, "--show-keys", "--with-colons", str(root.file("/etc/apt/keyrings/osquery.asc")))
     assert f"fpr:::::::::{fingerprint}:" in shown
     assert os.stat(root.file("/etc/apt/keyrings/fluent.asc")).st_mode & 0o777 == 0o644
+
+
+def test_fluent_package_key_passes_the_provisioning_fingerprint_check(tmp_path: Path) -> None:
+    """20-repos.sh's own install_key, run verbatim on the vendor's key file (bakery/data/keys, from
+    fluent/fluent-package-builder) with the configured fingerprint: accepted; on another vendor's key
+    (the test's own) and with the old td-agent fingerprint: refused, and nothing is written."""
+    spec = _upstream_spec(tmp_path / "project")
+    root = harness.fresh_root(tmp_path / "root")
+    keys = root.file("/srv/keys")
+    keys.mkdir(parents=True)
+    (keys / "fluent-package.pub").write_bytes(
+        (render.PROJECT_ROOT / "bakery/data/keys/fluent-package.pub").read_bytes()
+    )
+    other = tmp_path / "other-gnupg"
+    (keys / "other.asc").write_text(_gpg(other, "--armor", "--export", _new_key(other, "other")))
+    script = (render.PROJECT_ROOT / "provision/20-repos.sh").read_text()
+    function = script[script.index("install_key() {") : script.index("\n}\n", script.index("install_key() {")) + 3]
+    driver = f'set -o errexit -o nounset -o pipefail\nwork=$(mktemp -d)\n{function}install_key fluent "$1" "$2"\n'
+
+    def install(url: str, fingerprint: str) -> subprocess.CompletedProcess[str]:
+        return root.chroot(["bash", "-c", driver, "install_key", url, fingerprint], check=False)
+
+    configured = spec.config.fluentd.fingerprint
+    assert configured == "B40948B6A3B80E90F40E841F977D7A0943FA320E"
+    refused = install("file:///srv/keys/other.asc", configured)
+    assert refused.returncode != 0 and f"is not the expected {configured}: refusing it" in refused.stderr
+    old = install("file:///srv/keys/fluent-package.pub", "BEE682289B2217F45AF4CC3F901F9177AB97ACBE")
+    assert old.returncode != 0 and f"key fingerprint '{configured}' is not the expected" in old.stderr
+    assert not root.file("/etc/apt/keyrings/fluent.asc").exists()
+    accepted = install("file:///srv/keys/fluent-package.pub", configured)
+    assert accepted.returncode == 0, accepted.stderr
+    shown = _gpg(other, "--show-keys", "--with-colons", str(root.file("/etc/apt/keyrings/fluent.asc")))
+    assert f"fpr:::::::::{configured}:" in shown

@@ -1,5 +1,5 @@
 """Pure parts of the GCE target: names, labels, the test instance resource, ssh_config (internal and IAP),
-age retention and the reaper's expiry rule, each against an exact expectation."""
+and the reaper's expiry rule, each against an exact expectation (retention's rule: test_local_images.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import datetime
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.cloud import compute_v1
@@ -15,9 +14,7 @@ from google.cloud import compute_v1
 from bakery.config import GCE_NAME_RE, LABEL_VALUE_RE, GceSettings
 from bakery.errors import VMError
 from bakery.gce import instances, reaper
-from bakery.gce.store import age_retention_plan
 from bakery.gce.target import candidate_name, expires_label, new_run_id
-from bakery.images import DeprecationState, ImageRecord
 
 NOW = datetime.datetime(2026, 11, 27, 16, 0, 0, tzinfo=datetime.UTC)
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyKeyKey bakery-test@run\n"
@@ -107,8 +104,18 @@ def test_test_instance_has_no_external_ip_only_our_key_and_a_time_limit() -> Non
     }
 
 
+def test_test_vm_never_runs_as_the_builder() -> None:
+    """Without test_service_account the test VM has no service account (and so no credentials for Pub/Sub),
+    whatever the builder's account is."""
+    assert "serviceAccounts" not in resource_json(service_account="builder@p.iam.gserviceaccount.com")
+
+
 def test_external_ip_and_service_account_when_configured() -> None:
-    data = resource_json(omit_external_ip=False, service_account="sa@p.iam.gserviceaccount.com")
+    data = resource_json(
+        omit_external_ip=False,
+        service_account="builder@p.iam.gserviceaccount.com",
+        test_service_account="sa@p.iam.gserviceaccount.com",
+    )
     assert data["networkInterfaces"] == [
         {"network": "global/networks/default", "accessConfigs": [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}]}
     ]
@@ -118,7 +125,7 @@ def test_external_ip_and_service_account_when_configured() -> None:
 
 
 def test_iap_proxy_command_and_ssh_config_are_exact() -> None:
-    proxy = instances.iap_proxy_command("bakery-test-r1", "us-east1-c", "gitlab-staging-1")
+    proxy = instances.iap_proxy_command("bakery-test-r1", "us-east1-c", "gitlab-staging-1", {})
     assert proxy == [
         "gcloud", "compute", "start-iap-tunnel", "bakery-test-r1", "22", "--listen-on-stdin",
         "--zone=us-east1-c", "--project=gitlab-staging-1", "--verbosity=warning",
@@ -163,30 +170,6 @@ def test_instance_address_internal_or_external() -> None:
     assert instances.instance_address(instance, external=True) == "34.1.2.3"
     with pytest.raises(VMError, match="no network interface"):
         instances.instance_address(compute_v1.Instance(name="i"), external=False)
-
-
-def record(name: str, days_old: float, state: DeprecationState = DeprecationState.ACTIVE) -> ImageRecord:
-    created = NOW - datetime.timedelta(days=days_old)
-    return ImageRecord(name=name, family="f", creation_timestamp=created.isoformat(), state=state)
-
-
-@pytest.mark.parametrize(
-    ("images", "keep", "max_age", "doomed"),
-    [
-        # young images: plain keep-N
-        ([("a", 1), ("b", 2), ("c", 3)], 2, 90, ["c"]),
-        # old images go even within keep-N, but never the head
-        ([("a", 100), ("b", 200)], 5, 90, ["b"]),
-        # the head is the newest ACTIVE one: a deprecated newer image may go, the old head stays
-        ([("a", 1, DeprecationState.DEPRECATED), ("b", 95), ("c", 96)], 5, 90, ["c"]),
-        ([("a", 1), ("b", 89), ("c", 91)], 5, 90, ["c"]),
-    ],
-)
-def test_age_retention_keeps_the_head_whatever_its_age(
-    images: list[tuple[Any, ...]], keep: int, max_age: int, doomed: list[str]
-) -> None:
-    records = [record(*spec) for spec in images]
-    assert [r.name for r in age_retention_plan(records, "f", keep, max_age, NOW)] == doomed
 
 
 @pytest.mark.parametrize(

@@ -105,3 +105,38 @@ def test_osqueryd_creates_pipe_pidfile_database_and_drains_pipe(tmp_path: Path) 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     assert not pidfile.exists()
+
+
+def test_osqueryd_config_check_next_to_the_daemon_needs_disable_database(tmp_path: Path) -> None:
+    """Like osquery 5.23.1, the stand-in holds its database while it runs, and ``--config_check`` opens the
+    database first: next to a running daemon the old check fails (exit 1, RocksDB's lock message after 25
+    tries); the image suite's check (``--disable_database``) passes, and so does the old one when alone."""
+    script = tmp_path / "osqueryd"
+    script.write_text(standin.OSQUERYD)
+    db, conf, flags = tmp_path / "osquery.db", tmp_path / "osquery.conf", tmp_path / "osquery.flags"
+    conf.write_text("{}\n")
+    flags.write_text(f"--pidfile={tmp_path / 'osqueryd.pidfile'}\n--database_path={db}\n--enable_syslog=false\n")
+    check = ["sh", str(script), f"--flagfile={flags}", f"--config_path={conf}", "--config_check"]
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*check, *extra], capture_output=True, text=True, timeout=30)
+
+    assert run().returncode == 0  # no daemon: the database is free
+    daemon = subprocess.Popen(["sh", str(script), "--flagfile", str(flags), "--config_path", str(conf)])
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "osqueryd.pidfile").exists():
+            assert time.monotonic() < deadline and daemon.poll() is None
+            time.sleep(0.1)
+        locked = run()
+        assert locked.returncode == 1
+        assert f"IO error: While lock file: {db}/LOCK: Resource temporarily unavailable" in locked.stderr
+        assert run("--disable_database", "--disable_extensions").returncode == 0
+        missing = subprocess.run(
+            [*check[:3], f"--config_path={tmp_path / 'nope.conf'}", "--config_check", "--disable_database"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert missing.returncode == 1 and "config file does not exist" in missing.stderr
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0

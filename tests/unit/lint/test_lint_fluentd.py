@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bakery import cli, render
 from bakery.lint import lint_fluentd
+from bakery.lint.fluentd import lint_fluentd_main
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lint" / "fluentd"
 
@@ -60,3 +62,29 @@ def test_pos_file_shared_across_snippets_is_an_error(tmp_path: Path) -> None:
     findings = _shared_pos_files([first, second])
     assert [(f.file, f.code, f.severity) for f in findings] == [(f"{second}:4", "duplicate-pos-file", "error")]
     assert _shared_pos_files([first]) == []
+
+
+OLD_MAIN = "<system>\n  log_level info\n</system>\n\n@include conf.d/*.conf\n"  # what the image baked before
+
+
+@pytest.mark.parametrize(
+    ("text", "codes"),
+    [
+        (OLD_MAIN, ["wildcard-include", "include-dir-enabled"]),
+        ("<system>\n  log_level info\n</system>\n@include conf.d/osquery.conf\n", ["include-dir-enabled"]),
+        ('<system>\n  config_include_dir ""\n</system>\n@include conf.d/*.conf\n', ["wildcard-include"]),
+        ('<system>\n  config_include_dir ""\n</system>\n@include conf.d/osquery.conf\n', []),
+    ],
+)
+def test_main_config_loads_only_named_files(tmp_path: Path, text: str, codes: list[str]) -> None:
+    path = tmp_path / "fluentd.conf"
+    path.write_text(text)
+    assert sorted(f.code for f in lint_fluentd_main(path)) == sorted(codes)
+    assert all(f.severity == "error" for f in lint_fluentd_main(path))
+
+
+def test_rendered_main_config_is_clean() -> None:
+    for spec in cli.project_settings().all_specs():
+        context = render.image_context(spec)
+        text = render.jinja_env().get_template("image/etc/fluent/fluentd.conf.j2").render(context)
+        assert 'config_include_dir ""' in text and "@include conf.d/osquery.conf" in text

@@ -34,7 +34,7 @@ DEFECT_CASES: dict[str, list[tuple[str, str | None, str | None, str]]] = {
     "missing-interval": [("missing-interval", "missing-interval", "q", "error")],
     "bad-interval": [("bad-interval", "bad-interval", "q", "error")],
     "bad-interval-string": [("bad-interval", "bad-interval-string", "q", "error")],
-    "bad-platform": [("bad-platform", "bad-platform", "q", "error")],
+    "bad-platform": [("bad-platform", "bad-platform", "q", "warning")],
     "bad-shard": [("bad-shard", "bad-shard", "q", "error")],
     "bad-value": [("bad-value", "bad-value", "q", "error")],
     "unknown-query-key": [("unknown-key", "unknown-query-key", "q", "warning")],
@@ -52,7 +52,9 @@ DEFECT_CASES: dict[str, list[tuple[str, str | None, str | None, str]]] = {
     ],
     "broad-glob": [("broad-glob", "broad-glob", "q", "warning")],
     "broad-glob-directory": [("broad-glob", "broad-glob-directory", "q", "warning")],
-    "duplicate-key": [("duplicate-key", None, None, "warning")],
+    "duplicate-key": [("duplicate-key", "duplicate-key", "q", "warning")],
+    "duplicate-query": [("duplicate-query", "duplicate-query", "q", "error")],
+    "duplicate-pack": [("duplicate-pack", "ir", None, "error")],
     "invalid-json": [("invalid-json", None, None, "error")],
     "unknown-top-level-key": [("unknown-key", None, None, "warning")],
     "unresolved-pack": [("unresolved-pack", "missing", None, "error")],
@@ -129,11 +131,121 @@ def test_sql_false_positive_traps_lint_clean(tmp_path: Path, sql: str) -> None:
     assert lint_osquery([pack]) == []
 
 
-def test_query_for_another_platform_is_checked_against_that_platform(tmp_path: Path) -> None:
+def test_sql_error_in_a_query_for_another_platform_is_a_warning(tmp_path: Path) -> None:
     pack = tmp_path / "mac.conf"
     query = {"query": "SELECT label, nope FROM launchd;", "interval": 3600, "platform": "darwin"}
     pack.write_text(json.dumps({"queries": {"q": query}}))
-    assert _summary(lint_osquery([pack])) == [("mac.conf", "unknown-column", "mac", "q", "error")]
+    assert _summary(lint_osquery([pack])) == [("mac.conf", "unknown-column", "mac", "q", "warning")]
+    assert _summary(lint_osquery([pack], platform="darwin")) == [("mac.conf", "unknown-column", "mac", "q", "error")]
+
+
+def test_sql_error_in_a_pack_for_another_platform_is_a_warning(tmp_path: Path) -> None:
+    pack = tmp_path / "mac.conf"
+    query = {"query": "SELECT label, nope FROM launchd;", "interval": 3600}
+    pack.write_text(json.dumps({"platform": "darwin", "queries": {"q": query}}))
+    (finding,) = lint_osquery([pack])
+    assert (finding.severity, finding.code) == ("warning", "unknown-column")
+    assert "runs on darwin, not on linux" in finding.message
+    assert "--platform darwin" in finding.fix
+    assert [f.severity for f in lint_osquery([pack], platform="darwin")] == ["error"]
+
+
+@pytest.mark.parametrize("platform", ["ubuntu", "centos", "linux", "posix", "any", "all", "", "null", "ubuntu,centos"])
+def test_platforms_osquery_runs_on_linux_lint_clean(tmp_path: Path, platform: str) -> None:
+    pack = tmp_path / "p.conf"
+    query = {"query": "SELECT * FROM uptime;", "interval": 3600, "platform": platform}
+    pack.write_text(json.dumps({"platform": platform, "queries": {"q": query}}))
+    assert lint_osquery([pack]) == []
+
+
+def test_upstream_it_compliance_pack_lints_without_errors() -> None:
+    """osquery's own pack uses "ubuntu", "centos", "posix", "darwin", "windows" and "gentoo" platforms."""
+    path = TESTS / "fixtures" / "lint" / "osquery" / "upstream" / "it-compliance.conf"
+    findings = lint_osquery([path])
+    assert _summary(findings) == [
+        # osquery's checkPlatform matches no substring of "gentoo": that query never runs.
+        ("it-compliance.conf", "bad-platform", "it-compliance", "portage_packages", "warning"),
+        # a darwin-only query naming a table 5.23.1 no longer has: not a Linux problem.
+        ("it-compliance.conf", "unknown-table", "it-compliance", "alf_services", "warning"),
+    ]
+    darwin = lint_osquery([path], platform="darwin")
+    assert ("unknown-table", "alf_services", "error") in [(f.code, f.query, f.severity) for f in darwin]
+
+
+@pytest.mark.parametrize(
+    ("platform", "message"),
+    [
+        ("linux,macos", "osquery never matches 'macos' and ignores it; this runs on linux"),
+        ("Linux", "matches no osquery platform: osquery never runs this anywhere"),
+        ("macos", "matches no osquery platform: osquery never runs this anywhere"),
+        (["linux"], "is not a string: osquery ignores it and runs this everywhere"),
+    ],
+)
+def test_platform_osquery_ignores_is_a_warning(tmp_path: Path, platform: object, message: str) -> None:
+    pack = tmp_path / "p.conf"
+    pack.write_text(
+        json.dumps({"queries": {"q": {"query": "SELECT * FROM uptime;", "interval": 3600, "platform": platform}}})
+    )
+    (finding,) = lint_osquery([pack])
+    assert (finding.severity, finding.code) == ("warning", "bad-platform")
+    assert message in finding.message
+
+
+def test_repeated_query_name_keeps_the_first_definition(tmp_path: Path) -> None:
+    pack = tmp_path / "p.conf"
+    pack.write_text(
+        '{"queries": {"q": {"query": "SELECT * FROM uptime;", "interval": 3600},\n'
+        '             "q": {"query": "SELECT nope FROM time;", "interval": 3600}}}'
+    )
+    (finding,) = lint_osquery([pack])  # the dropped second definition's SQL is not linted
+    assert (finding.severity, finding.code, finding.query) == ("error", "duplicate-query", "q")
+    assert "schedules the first and silently drops the other 1" in finding.message
+
+
+def test_repeated_query_name_keeps_the_first_that_runs_on_the_target(tmp_path: Path) -> None:
+    config = tmp_path / "osquery.conf"
+    config.write_text(
+        '{"schedule": {"q": {"query": "SELECT nope FROM launchd;", "interval": 3600, "platform": "darwin"},\n'
+        '              "q": {"query": "SELECT nope FROM uptime;", "interval": 3600}}}'
+    )
+    findings = lint_osquery([config])
+    assert _summary(findings) == [
+        ("osquery.conf", "duplicate-query", None, "q", "error"),
+        ("osquery.conf", "unknown-column", None, "q", "error"),  # the linux definition is the one linted
+    ]
+    assert "on linux osquery schedules definition 2" in findings[0].message
+
+
+def test_repeated_pack_name_keeps_the_last_pack(tmp_path: Path) -> None:
+    findings = lint_osquery([DEFECTS / "duplicate-pack.conf"])
+    assert "osquery schedules only the last" in findings[0].message
+
+
+def test_repeated_query_key_osquery_reads_the_first(tmp_path: Path) -> None:
+    (finding,) = lint_osquery([DEFECTS / "duplicate-key.conf"])
+    assert (
+        finding.message == "key 'interval' appears 2 times in packs.duplicate-key.queries.q: osquery reads only "
+        "the first (osquery/config/packs.cpp:194-278 look query keys up by name)"
+    )
+
+
+def test_repeated_option_last_value_wins(tmp_path: Path) -> None:
+    config = tmp_path / "osquery.conf"
+    config.write_text(
+        '{"options": {"enable_syslog": false, "enable_syslog": true},\n'
+        ' "schedule": {"q": {"query": "SELECT * FROM syslog_events;", "interval": 3600}}}'
+    )
+    findings = lint_osquery([config])
+    assert _summary(findings) == [("osquery.conf", "duplicate-key", None, None, "warning")]
+    assert "the last value wins" in findings[0].message
+
+
+def test_repeated_key_elsewhere_does_not_claim_a_winner(tmp_path: Path) -> None:
+    config = tmp_path / "osquery.conf"
+    config.write_text('{"file_paths": {"etc": ["/etc/%%"], "etc": ["/usr/%%"]}}')
+    findings = lint_osquery([config], flags={"enable_file_events": True})
+    assert [f.code for f in findings] == ["duplicate-key"]
+    assert "osquery's behaviour is undefined here" in findings[0].message
 
 
 def test_shipped_packs_lint_clean() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from bakery.errors import ConfigError
 from bakery.lint import Finding, exit_code, format_json, format_text, load_schema
-from bakery.lint.schema import DATA_DIR, compact, expand_platforms, parse_schema
+from bakery.lint.schema import DATA_DIR, compact, expand_platforms, ignored_platform_words, parse_schema
 from bakery.lint.sql import SqlChecker
 
 SHARED_SCHEMA = Path(__file__).resolve().parents[4] / "shared" / "data" / "osquery" / "schema-5.23.1.json"
@@ -37,8 +37,32 @@ def test_unknown_osquery_version_names_the_available_ones() -> None:
     with pytest.raises(ConfigError) as info:
         load_schema("4.9.0")
     assert str(info.value).startswith(
-        "no osquery table schema for version 4.9.0; available: 5.23.1; add bakery/data/osquery/schema-4.9.0.json"
+        "bakery.osquery.version: no osquery table schema for version 4.9.0; available: 5.23.1; use one of those "
+        "or add bakery/data/osquery/schema-4.9.0.json"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "platforms"),
+    [
+        ("ubuntu", {"linux"}),
+        ("centos", {"linux"}),
+        ("linux,macos", {"linux"}),
+        ("darwin,windows", {"darwin", "windows"}),
+        ("posix", {"darwin", "linux", "freebsd"}),
+        ("all", {"darwin", "linux", "windows", "freebsd"}),
+        ("null", {"darwin", "linux", "windows", "freebsd"}),
+        ("", {"darwin", "linux", "windows", "freebsd"}),
+        ("Linux", set()),
+        ("gentoo", set()),
+    ],
+)
+def test_expand_platforms_mirrors_osquery_check_platform(value: str, platforms: set[str]) -> None:
+    assert expand_platforms(value) == platforms
+
+
+def test_ignored_platform_words() -> None:
+    assert ignored_platform_words("linux, macos,ubuntu,,Linux") == ["macos", "Linux"]
 
 
 def test_posix_platform_tables_are_on_linux() -> None:

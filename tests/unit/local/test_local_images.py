@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 import pytest
 
 from bakery.errors import ConfigError, RegistryError
 from bakery.images import (
+    KEPT_HEAD,
+    KEPT_ROLLBACK,
     DeprecationState,
     ImageRecord,
+    RetentionPlan,
     family_head,
     newest_first,
     retention_plan,
@@ -64,22 +70,88 @@ def test_rollback_plan() -> None:
         rollback_plan(IMAGES, "g")
 
 
+NOW = datetime.datetime(2026, 11, 27, 16, 0, 0, tzinfo=datetime.UTC)
+
+
+def plan_names(plan: RetentionPlan) -> list[str]:
+    return [r.name for r in plan.delete]
+
+
 @pytest.mark.parametrize(
-    ("keep", "deleted"),
-    [(1, ["img-4", "img-2", "img-1"]), (2, ["img-2", "img-1"]), (4, []), (10, [])],
+    ("keep", "deleted", "kept"),
+    [
+        (1, ["img-2", "img-1"], {"img-4": KEPT_ROLLBACK}),
+        (2, ["img-2", "img-1"], {}),
+        (4, [], {}),
+        (10, [], {}),
+    ],
 )
-def test_retention_plan(keep: int, deleted: list[str]) -> None:
-    assert [r.name for r in retention_plan(IMAGES, "f", keep)] == deleted
+def test_retention_plan_orders_by_instant(keep: int, deleted: list[str], kept: dict[str, str]) -> None:
+    plan = retention_plan(IMAGES, "f", keep, now=NOW)
+    assert (plan_names(plan), plan.kept, plan.skipped) == (deleted, kept, {})
 
 
 def test_retention_plan_keeps_an_old_head() -> None:
     records = [rec(r.name, r.creation_timestamp, D if r.name != "img-1" else A) for r in IMAGES[:4]]
-    assert [r.name for r in retention_plan(records, "f", 1)] == ["img-4", "img-2"]
+    plan = retention_plan(records, "f", 1, now=NOW)
+    assert (plan_names(plan), plan.kept) == (["img-4", "img-2"], {"img-1": KEPT_HEAD})
 
 
-def test_retention_plan_rejects_keep_zero() -> None:
-    with pytest.raises(ConfigError, match="keep at least 1"):
-        retention_plan(IMAGES, "f", 0)
+STATES = {"A": A, "D": D, "O": OBS, "X": X}
+
+
+def family(spec: str) -> list[ImageRecord]:
+    """``"a:1 b:95:D g/c:3"``: image a one day old, b 95 days old and DEPRECATED, c of family g."""
+    records = []
+    for item in spec.split():
+        where, _, image = item.rpartition("/")
+        name, days, *state = image.split(":")
+        created = NOW - datetime.timedelta(days=float(days))
+        records.append(rec(name, created.isoformat(), STATES[state[0] if state else "A"], where or "f"))
+    return records
+
+
+H, R, WEB = KEPT_HEAD, KEPT_ROLLBACK, "instance templates boot from it (api, web)"
+AGED = {"keep": 5, "max_age_days": 90}
+RULES = [
+    # id, images, retention_plan options, deleted, kept (with the reason)
+    ("keep-n", "a:1 b:2 c:3 d:4", {"keep": 3}, "d", {}),
+    ("keep-1-keeps-rollback-target", "a:1 b:2 c:3", {"keep": 1}, "c", {"b": R}),
+    ("age-deletes-within-keep-n", "a:1 b:2 c:100 d:200", AGED, "c d", {}),
+    ("age-cutoff", "a:1 b:89 c:91", AGED, "c", {}),
+    ("head-kept-whatever-its-age", "a:100 b:200", AGED, "", {"a": H, "b": R}),
+    ("rollback-target-kept-past-max-age", "a:1 b:95 c:96", AGED, "c", {"b": R}),
+    ("deprecated-past-max-age-deleted", "a:1:D b:95 c:96:D d:97 e:98:O", AGED, "c e", {"b": H, "d": R}),
+    ("deprecated-newer-than-head-count", "x:1:D y:2:D h:3 r:4 o:5", {"keep": 2}, "o", {"h": H, "r": R}),
+    ("no-active-image-nothing-guarded", "a:1:D b:2:O c:3:X", {"keep": 1}, "b c", {}),
+    (
+        "template-protected-skipped",
+        "a:1 b:2 c:3 d:4 e:100",
+        {**AGED, "keep": 1, "templates": {"c": ["web", "api"], "d": []}},
+        "d e",
+        {"b": R, "c": WEB},
+    ),
+    ("incoming-is-the-new-head", "a:1 b:2 c:3", {"keep": 2, "incoming": "new"}, "b c", {}),
+    ("incoming-makes-old-head-rollback-target", "a:100 b:200", {**AGED, "incoming": "new"}, "b", {"a": R}),
+    ("other-families-ignored", "a:1 g/b:200 c:300", {**AGED, "keep": 1}, "", {"c": R}),
+]
+
+
+@pytest.mark.parametrize(("images", "options", "deleted", "kept"), [pytest.param(*r[1:], id=r[0]) for r in RULES])
+def test_retention_plan_rules(images: str, options: dict[str, Any], deleted: str, kept: dict[str, str]) -> None:
+    plan = retention_plan(family(images), "f", now=NOW, **options)
+    assert plan_names(plan) == deleted.split()
+    assert plan.kept == kept
+    assert plan.skipped == ({"c": ["web", "api"]} if kept.get("c") == WEB else {})
+
+
+@pytest.mark.parametrize(
+    ("keep", "max_age", "message"),
+    [(0, None, "retention keep=0 is invalid: keep at least 1"), (1, 0, "max_age_days=0 is invalid")],
+)
+def test_retention_plan_rejects_invalid_settings(keep: int, max_age: int | None, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        retention_plan(IMAGES, "f", keep, now=NOW, max_age_days=max_age)
 
 
 def test_validate_name_message_names_value_and_rule() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import multiprocessing
 import shutil
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bakery.errors import BakeryError, ConfigError, RegistryError
-from bakery.images import DeprecationState, ImageStore
+from bakery.images import KEPT_HEAD, KEPT_ROLLBACK, DeprecationState, ImageStore
 from bakery.local.registry import LocalRegistry
 
 
@@ -155,6 +156,32 @@ def test_retention_never_deletes_the_head(registry: LocalRegistry, disk: Path) -
     assert registry.retention("osquery", keep=1) == ["osquery-2"]
     assert [r.name for r in registry.list("osquery")] == ["osquery-3", "osquery-1"]
     assert registry.get_from_family("osquery").name == "osquery-1"
+
+
+def age(registry: LocalRegistry, name: str, days: float) -> None:
+    """Make image ``name`` ``days`` old (its record's creation timestamp)."""
+    path = registry.root / "images" / name / "image.json"
+    data = json.loads(path.read_text())
+    created = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+    data["creation_timestamp"] = created.isoformat(timespec="microseconds")
+    path.write_text(json.dumps(data))
+
+
+def test_retention_honours_max_age_but_never_the_head_nor_its_rollback_target(
+    registry: LocalRegistry, disk: Path
+) -> None:
+    publish(registry, disk, "osquery-1", "osquery-2", "osquery-3", "osquery-4")
+    for name, days in (("osquery-1", 50), ("osquery-2", 45), ("osquery-3", 40), ("osquery-4", 35)):
+        age(registry, name, days)
+    plan = registry.plan_retention("osquery", keep=5, max_age_days=30)
+    assert (plan.names, plan.kept, plan.skipped) == (
+        ["osquery-2", "osquery-1"],
+        {"osquery-4": KEPT_HEAD, "osquery-3": KEPT_ROLLBACK},
+        {},
+    )
+    assert registry.retention("osquery", keep=5, max_age_days=30) == plan.names
+    assert [r.name for r in registry.list("osquery")] == ["osquery-4", "osquery-3"]
+    assert leftovers(registry) == []
 
 
 def test_retention_needs_keep_of_at_least_one(registry: LocalRegistry, disk: Path) -> None:
