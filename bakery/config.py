@@ -258,6 +258,7 @@ class Timeouts(_Model):
     """Seconds allowed for each external wait."""
 
     packer_validate: float = Field(default=120, gt=0)
+    packer_init: float = Field(default=600, gt=0)  # downloads the pinned plugins the first time
     packer_build: float = Field(default=5400, gt=0)
     boot: float = Field(default=300, gt=0)
     image_tests: float = Field(default=900, gt=0)

@@ -11,6 +11,7 @@ it use a credential file instead. packer-plugin-googlecompute (PR #19, in v1.2.7
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 ADC_FILE = "GOOGLE_APPLICATION_CREDENTIALS"
@@ -19,8 +20,12 @@ OVERRIDE = "CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE"
 
 def credentials_env(environ: Mapping[str, str]) -> dict[str, str]:
     """``environ`` plus the override that makes gcloud use bakery's credential file (an explicit
-    override is kept; without a credential file gcloud uses the VM's account or its own login)."""
+    override is kept; without a credential file gcloud uses the VM's account or its own login). Both paths
+    are made absolute: Packer and the ProxyCommand do not run in bakery's working directory."""
     env = dict(environ)
+    for name in (ADC_FILE, OVERRIDE):
+        if env.get(name):
+            env[name] = os.path.abspath(env[name])
     if env.get(ADC_FILE) and not env.get(OVERRIDE):
         env[OVERRIDE] = env[ADC_FILE]
     return env

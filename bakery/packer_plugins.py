@@ -86,10 +86,16 @@ def arguments(plugin: Plugin) -> dict[str, str]:
 def check_iap(packer_version: Version, *, use_iap: bool, env_name: str) -> None:
     """Refuse a bake through IAP on a Packer whose googlecompute builder cannot open the tunnel."""
     if use_iap and not uses_plugins(packer_version):
-        found = ".".join(str(p) for p in packer_version)
+        found = _dotted(packer_version)
         raise ToolMissingError(
             f"environment {env_name!r} uses IAP (bakery.environments.{env_name}.gce.use_iap) but Packer {found}'s "
             "googlecompute builder cannot open an IAP tunnel without account_file (hashicorp/packer#10813, "
-            "fixed only in packer-plugin-googlecompute): install Packer >= 1.14 (bakery's `packer init` then "
-            f"installs googlecompute {PLUGINS['gce'].version}), or set use_iap: false and bake from inside the VPC"
+            f"fixed only in packer-plugin-googlecompute): install Packer >= {_dotted(PLUGINS_SINCE)} (from "
+            f"{_dotted(RECOMMENDED)} on, bakery's `packer init` fetches the pinned googlecompute "
+            f"{PLUGINS['gce'].version} from HashiCorp's release site), or set use_iap: false and bake from inside "
+            "the VPC"
         )
+
+
+def _dotted(version: Version) -> str:
+    return ".".join(str(part) for part in version)

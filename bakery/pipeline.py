@@ -172,7 +172,7 @@ def bake(
         report.fingerprint = rendered.fingerprint
         say(f"rendered {rendered.directory} (source {report.source_image}, fingerprint {rendered.fingerprint[:16]})")
     with phase(report, "validate", say), tempfile.TemporaryDirectory(prefix="bakery-validate-") as scratch:
-        validate_rendered(rendered, config.timeouts.packer_validate, Path(scratch))
+        validate_rendered(rendered, config.timeouts, Path(scratch))
     with phase(report, "prepare", say):
         variables = target.prepare(rendered, say)
     report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), report.git_sha)

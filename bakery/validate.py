@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bakery import imagefiles, lint, render
-from bakery.config import BuildSpec, Settings
+from bakery.config import BuildSpec, Settings, Timeouts
 from bakery.errors import LintError
 from bakery.local.ssh import generate_key
 from bakery.packer import Packer, detect_version
@@ -42,7 +42,7 @@ def lint_rendered(rendered: render.Rendered) -> None:
         raise LintError(f"lint found errors in {where}, nothing was baked:\n{lint.format_text(findings)}")
 
 
-def validate_rendered(rendered: render.Rendered, timeout: float, key_dir: Path) -> None:
+def validate_rendered(rendered: render.Rendered, timeouts: Timeouts, key_dir: Path) -> None:
     """``packer init`` (Packer >= 1.7: installs the pinned plugins; a bake always validates before it
     builds), ``packer validate`` with placeholder runtime values, ``packer fmt -check``, then the lint."""
     variables = render.runtime_vars(rendered.spec)
@@ -50,9 +50,9 @@ def validate_rendered(rendered: render.Rendered, timeout: float, key_dir: Path) 
         variables["ssh_private_key_file"] = str(_throwaway_key(key_dir))
     client = Packer(rendered.template, rendered.var_file, variables)
     if rendered.needs_init:
-        client.init(timeout)
-    client.validate(timeout)
-    client.fmt_check(timeout)
+        client.init(timeouts.packer_init)
+    client.validate(timeouts.packer_validate)
+    client.fmt_check(timeouts.packer_validate)
     lint_rendered(rendered)
 
 
@@ -63,13 +63,13 @@ def validate_all(
 ) -> list[Checked]:
     """Render and validate ``specs`` (default: every environment × variant) with the real Packer."""
     version = detect_version()
-    timeout = settings.config.timeouts.packer_validate
+    timeouts = settings.config.timeouts
     results = []
     with tempfile.TemporaryDirectory(prefix="bakery-validate-") as tmp:
         for spec in specs if specs is not None else settings.all_specs():
             start = time.monotonic()
             rendered = render.render(spec, version)
-            validate_rendered(rendered, timeout, Path(tmp))
+            validate_rendered(rendered, timeouts, Path(tmp))
             checked = Checked(rendered, time.monotonic() - start)
             results.append(checked)
             if on_done:

@@ -12,12 +12,18 @@ if [[ ! -f $profile ]]; then
   echo "65-apparmor.sh: no $profile: nothing to do"
   exit 0
 fi
-rule=$(grep -v '^#' "$rule_file" | grep -v '^$')
+mapfile -t rules < <(grep -v -e '^#' -e '^$' "$rule_file" || true)
+if ((${#rules[@]} == 0)); then
+  echo "65-apparmor.sh: $rule_file holds no rule: re-render" >&2
+  exit 1
+fi
 install -d -m 0755 "$(dirname "$local_file")"
 touch "$local_file"
-if ! grep -qxF -- "$rule" "$local_file"; then
-  cat "$rule_file" >> "$local_file"
-fi
+for rule in "${rules[@]}"; do
+  if ! grep -qxF -- "$rule" "$local_file"; then
+    printf '# osquery-bakery: osquery syslog pipe (see /etc/rsyslog.d/60-osquery.conf)\n%s\n' "$rule" >> "$local_file"
+  fi
+done
 if [[ $(cat /sys/module/apparmor/parameters/enabled 2>/dev/null) == Y && ! -e /etc/apparmor.d/disable/usr.sbin.rsyslogd ]] &&
   command -v apparmor_parser > /dev/null; then
   apparmor_parser --replace --skip-read-cache --write-cache "$profile"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,3 +22,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, option in (("slow", "--run-slow"), ("e2e", "--run-e2e")):
             if marker in item.keywords and not config.getoption(option):
                 item.add_marker(pytest.mark.skip(reason=f"{marker} test: pass {option} to run it"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sigint_as_at_a_terminal() -> Iterator[None]:
+    """Tests that send SIGINT expect what a terminal gives: Python's KeyboardInterrupt here, SIG_DFL in the
+    children. A run started in the background by a non-interactive shell (``cmd &``, nohup, several CI
+    executors) inherits SIGINT *ignored*, and an ignored disposition is inherited across exec; so set it
+    here (a handler is reset to SIG_DFL in every child this process starts)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -325,11 +325,12 @@ class GceTarget:
             f"googlecompute bakes into candidate family {self.spec.candidate_family} (builder VM labelled "
             f"bakery-run-id, bakery-expires = now + {gce.builder_max_run_minutes} min)",
             f"test instance {gce_instances.instance_name(self.run_id)} ({gce.machine_type}, "
-            f"{'no external IP' if gce.omit_external_ip else 'external IP'}), SSH via {route} as {TEST_USER} "
-            "with a per-run ed25519 key; always deleted",
+            f"{'no external IP' if gce.omit_external_ip else 'external IP'}, service account "
+            f"{gce.test_service_account or 'none'}), SSH via {route} as {TEST_USER} with a per-run ed25519 key; "
+            "always deleted",
             f"publish: images.insert copying the candidate into {self.spec.family}, then deprecate its ACTIVE "
-            f"images beyond the newest {self.keep_active}; retention keep {self.spec.env.retention.keep}, "
-            f"max age {self.spec.env.retention.max_age_days} days",
+            f"images beyond the newest {self.keep_active} (copied with the candidate's guest OS features and "
+            "storage location)",
         ]
 
     # --- GCE-only tasks ----------------------------------------------------------------------------

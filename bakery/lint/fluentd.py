@@ -219,8 +219,8 @@ def lint_fluentd_main(path: Path) -> list[Finding]:
     root = lint.parse(text)
     lint.check(root)
     for number, raw in enumerate(text.splitlines(), start=1):
-        words = raw.split()
-        if len(words) == 2 and words[0] == "@include" and any(c in words[1] for c in "*?["):
+        words = raw.split("#", 1)[0].split() if not raw.lstrip().startswith("#") else []
+        if len(words) == 2 and words[0] in ("@include", "include") and any(c in words[1] for c in "*?["):
             lint.add(
                 number,
                 "error",

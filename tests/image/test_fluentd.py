@@ -73,7 +73,7 @@ def test_fluentd_reads_results_with_the_pubsub_output_loaded(
     ``gce.test_service_account`` (or none), which holds no Pub/Sub role on the production topic, so a test
     VM's records never reach the SIEM and its publish attempts are refused (README, IAM). Log lines from
     fluent/fluentd v1.19.0: "adding match" lib/fluent/agent.rb:128, "adding source" root_agent.rb:408,
-    "config error" supervisor.rb:722 and 1161."""
+    "config error" supervisor.rb:722 and 1161, "loading additional configuration file" supervisor.rb:1221."""
     results = expect["osquery"]["logs"]["results"]
     pos_file = expect["fluentd"]["pos_files"]["results"]
     deadline = time.monotonic() + 300
@@ -87,5 +87,7 @@ def test_fluentd_reads_results_with_the_pubsub_output_loaded(
         time.sleep(5)
     log = host.run("cat /var/log/fluent/fluentd.log").stdout.splitlines()
     assert not [line for line in log if "config error" in line], "Fluentd reported a config error"
+    # fluentd logs each file it loads from its include directory (supervisor.rb:1221): there must be none.
+    assert not [line for line in log if "loading additional configuration file" in line]
     assert any('adding match pattern="osquery.**" type="gcloud_pubsub"' in line for line in log)
     assert sum('adding source type="tail"' in line for line in log) >= 2

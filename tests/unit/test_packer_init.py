@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 
 from bakery import cli, packer_plugins, render, validate
+from bakery.config import Timeouts
 from bakery.errors import PackerError
 from bakery.packer import detect_version
 from tests.support import build_in
+
+TIMEOUTS = Timeouts(packer_validate=30, packer_init=30)
 
 DOUBLE = """#!/bin/sh
 # TEST DOUBLE of packer >= 1.7 (see tests/unit/test_packer_init.py); not HashiCorp's Packer.
@@ -73,7 +76,7 @@ def test_init_runs_before_validate_once_installed_it_is_kept(double: Path, tmp_p
     assert detect_version() == (1, 16, 0)
     rendered = _rendered(tmp_path)
     for _ in range(2):
-        validate.validate_rendered(rendered, 30, tmp_path)
+        validate.validate_rendered(rendered, TIMEOUTS, tmp_path)
     calls = [line.split(" ", 1) for line in double.read_text().splitlines() if not line.endswith(" version")]
     subcommands = [args.split()[0] for _cwd, args in calls]
     assert subcommands == ["init", "validate", "fmt", "init", "validate", "fmt"]
@@ -88,7 +91,7 @@ def test_init_failure_is_one_clear_error_and_validate_never_runs(
     rendered = _rendered(tmp_path)
     monkeypatch.setenv("PACKER_DOUBLE_OFFLINE", "1")
     with pytest.raises(PackerError) as raised:
-        validate.validate_rendered(rendered, 30, tmp_path)
+        validate.validate_rendered(rendered, TIMEOUTS, tmp_path)
     first = str(raised.value).splitlines()[0]
     assert first.startswith("packer init (installs the template's pinned plugins") and first.endswith("exited 1")
     assert "could not reach releases.hashicorp.com" in str(raised.value)

@@ -51,7 +51,7 @@ def test_iap_on_packer_166_is_refused_before_any_api_call(
         pipeline.bake(spec, target, lambda _line: None, report=report)
     message = str(raised.value)
     assert "\n" not in message and raised.value.exit_code == 3
-    for part in ("use_iap", "hashicorp/packer#10813", "Packer >= 1.14", "use_iap: false", "1.2.7"):
+    for part in ("use_iap", "hashicorp/packer#10813", "Packer >= 1.7.0 (from 1.14.0 on", "use_iap: false", "1.2.7"):
         assert part in message
     assert fake.calls == []
     assert not spec.build_dir.exists()
@@ -119,3 +119,11 @@ def test_iap_proxy_command_authenticates_gcloud_like_bakery() -> None:
     assert instances.iap_proxy_command("vm-1", "us-east1-c", "p-1", {})[:6] == base
     explicit = {gcloud.ADC_FILE: "/ci/key.json", gcloud.OVERRIDE: "/other.json"}
     assert instances.iap_proxy_command("vm-1", "us-east1-c", "p-1", explicit)[0] == "gcloud"
+
+
+def test_credential_paths_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packer runs in the template's directory: a relative key file would name another file there."""
+    monkeypatch.chdir(tmp_path)
+    env = gcloud.credentials_env({gcloud.ADC_FILE: "key.json", "HOME": "/root"})
+    assert env == {gcloud.ADC_FILE: f"{tmp_path}/key.json", gcloud.OVERRIDE: f"{tmp_path}/key.json", "HOME": "/root"}
+    assert gcloud.credentials_env({"HOME": "/root"}) == {"HOME": "/root"}  # no file: gcloud's own account

@@ -48,6 +48,7 @@ PACKAGES = sorted(
         "ca-certificates",
         "gnupg",
         "curl",  # upstream bakes fetch the vendor keys with it (10-prereqs.sh installs it when missing)
+        "apparmor",  # not in images: test_apparmor parses Ubuntu's rsyslogd profile with the real apparmor_parser
     ]
 )
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -74,6 +74,8 @@ OLD_MAIN = "<system>\n  log_level info\n</system>\n\n@include conf.d/*.conf\n"  
         ("<system>\n  log_level info\n</system>\n@include conf.d/osquery.conf\n", ["include-dir-enabled"]),
         ('<system>\n  config_include_dir ""\n</system>\n@include conf.d/*.conf\n', ["wildcard-include"]),
         ('<system>\n  config_include_dir ""\n</system>\n@include conf.d/osquery.conf\n', []),
+        ('<system>\n  config_include_dir ""\n</system>\ninclude conf.d/*.conf # v0 syntax\n', ["wildcard-include"]),
+        ('<system>\n  config_include_dir ""\n</system>\n# @include conf.d/*.conf\n', []),
     ],
 )
 def test_main_config_loads_only_named_files(tmp_path: Path, text: str, codes: list[str]) -> None:
