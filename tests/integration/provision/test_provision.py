@@ -114,6 +114,7 @@ def test_image_suite_passes(provisioned: Provisioned) -> None:
     assert sum(o == "passed" for o in result.outcomes.values()) >= 60
 
 
+APPARMOR_PROFILE = Path(__file__).resolve().parents[2] / "fixtures" / "apparmor" / "usr.sbin.rsyslogd"
 BREAKS: dict[str, tuple[str, str, set[str]]] = {
     # name: (break it, restore it, the tests that must fail - and only these)
     "missing-flag": (
@@ -167,6 +168,18 @@ BREAKS: dict[str, tuple[str, str, set[str]]] = {
         "cp -p /root/fluent.conf /etc/fluent/conf.d/osquery.conf",
         {"test_fluentd_snippet_settings"},
     ),
+    "fluentd-loads-conf-d": (  # what the image baked before: fluentd would load the vendor's snippets, ours twice
+        "cp -p /etc/fluent/fluentd.conf /root/fluentd.conf && printf '%s\\n' '<system>' '  log_level info' "
+        "'</system>' '@include conf.d/*.conf' > /etc/fluent/fluentd.conf",
+        "cp -p /root/fluentd.conf /etc/fluent/fluentd.conf",
+        {"test_fluentd_loads_only_the_bakery_snippet"},
+    ),
+    "apparmor-without-pipe-rule": (  # an Ubuntu 24.04-like image whose rsyslogd profile lacks the rule
+        "cp /root/usr.sbin.rsyslogd /etc/apparmor.d/usr.sbin.rsyslogd && mkdir -p /etc/apparmor.d/local && "
+        ": > /etc/apparmor.d/local/usr.sbin.rsyslogd",
+        "rm -f /etc/apparmor.d/usr.sbin.rsyslogd /etc/apparmor.d/local/usr.sbin.rsyslogd",
+        {"test_rsyslog_apparmor_allows_the_pipe"},
+    ),
 }
 
 
@@ -175,6 +188,7 @@ def test_image_suite_catches(provisioned: Provisioned, name: str) -> None:
     broken, restore, expected = BREAKS[name]
     root = provisioned.root
     shutil.copyfile(provisioned.build / "builder-machine-id", root.file("/root/builder-machine-id"))
+    shutil.copyfile(APPARMOR_PROFILE, root.file("/root/usr.sbin.rsyslogd"))
     root.chroot(["sh", "-c", broken])
     try:
         result = provisioned.suite()
