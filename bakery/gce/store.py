@@ -54,8 +54,7 @@ PAGE_SIZE = 500
 
 
 class GceImageStore:
-    """The images of one project. ``dry_run``: a callable that receives each mutation instead of it running;
-    ``max_age_days``: retention's age limit when a call names none."""
+    """The images of one project. ``dry_run``: a callable that receives each mutation instead of it running."""
 
     def __init__(
         self,
@@ -63,13 +62,11 @@ class GceImageStore:
         *,
         dry_run: Callable[[str], None] | None = None,
         page_size: int = PAGE_SIZE,
-        max_age_days: int | None = None,
     ) -> None:
         self.clients = clients
         self.project = clients.project
         self.dry_run = dry_run
         self.page_size = page_size
-        self.max_age_days = max_age_days
 
     # --- reads ---------------------------------------------------------------------------------------
 
@@ -195,14 +192,14 @@ class GceImageStore:
         incoming: str | None = None,
     ) -> RetentionPlan:
         """``retention_plan`` of the family's images, protecting those instance templates boot from
-        (``max_age_days``: default the store's; ``now``: default the current time). Changes nothing."""
+        (``max_age_days``: none when not given; ``now``: default the current time). Changes nothing."""
         validate_name(family, "family name")
         return retention_plan(
             self.list(family),
             family,
             keep,
             now=now or datetime.datetime.now(datetime.UTC),
-            max_age_days=max_age_days if max_age_days is not None else self.max_age_days,
+            max_age_days=max_age_days,
             templates=self.template_users(),
             incoming=incoming,
         )

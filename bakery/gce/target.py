@@ -127,7 +127,7 @@ class GceTarget:
         self.clients = clients or ComputeClients.create(
             gce.project, gce.zone, endpoint=resolve_endpoint(gce.api_endpoint)
         )
-        self.images = GceImageStore(self.clients, dry_run=dry_run, max_age_days=spec.env.retention.max_age_days)
+        self.images = GceImageStore(self.clients, dry_run=dry_run)
         self.store: ImageStore = self.images
         self.instances = Instances(self.clients)
         self.runner = runner
