@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke import Collection, Context, Exit, task
 
-from bakery import cli, lint, pipeline, validate
+from bakery import cli, lint, pipeline, targets, validate
 from bakery.defaults import DEFAULTS
 from bakery.packer import detect_version
 from bakery.render import render as render_spec
@@ -82,7 +82,7 @@ def bake(c: Context, env: str | None = None, variant: str | None = None, dry_run
     settings = cli.settings(c)
     with cli.errors_to_exit():
         for spec in settings.specs(env, variant):
-            target = pipeline.target_for(spec)
+            target = targets.target_for(spec)
             if dry_run:
                 cli.say("\n".join(["plan (dry run, nothing changes):", *pipeline.plan(spec, target)]))
                 continue
@@ -95,7 +95,7 @@ def images(c: Context, env: str | None = None, variant: str | None = None) -> No
     settings = cli.settings(c)
     with cli.errors_to_exit():
         for spec in settings.specs(env, variant):
-            cli.say("\n".join(pipeline.listing(spec, pipeline.target_for(spec))))
+            cli.say("\n".join(pipeline.listing(spec, targets.target_for(spec))))
 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the plan and change nothing"})
@@ -104,7 +104,7 @@ def rollback(c: Context, env: str | None = None, variant: str | None = None, dry
     settings = cli.settings(c)
     with cli.errors_to_exit():
         for spec in settings.specs(env, variant):
-            pipeline.rollback(spec, pipeline.target_for(spec), cli.say, dry_run=dry_run)
+            pipeline.rollback(spec, targets.target_for(spec), cli.say, dry_run=dry_run)
 
 
 @task(
@@ -120,7 +120,7 @@ def promote(c: Context, image: str, env: str | None = None, variant: str | None 
     settings = cli.settings(c)
     with cli.errors_to_exit():
         spec = settings.specs(env, variant)[0]
-        pipeline.promote(spec, pipeline.target_for(spec), image, cli.say, dry_run=dry_run)
+        pipeline.promote(spec, targets.target_for(spec), image, cli.say, dry_run=dry_run)
 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the exact API calls and change nothing"})
@@ -164,13 +164,48 @@ def nightly(
         nightly_run.run(settings, env, variant, cli.say, report_dir=directory, dry_run=dry_run)
 
 
+@task(
+    iterable=["project"],
+    help={
+        "env": ENV_HELP,
+        "project": "count the VMs of this project (repeatable; default: coverage.projects, else the env's project)",
+        "format": "output format: text, json or md (default: text)",
+        "fail_under": "exit 1 if coverage (percent) is below this, or if a project could not be read",
+        "max_age_days": "call out images older than this (default: coverage.max_age_days, else retention's)",
+    },
+)
+def coverage(
+    c: Context,
+    env: str | None = None,
+    project: list[str] | None = None,
+    format: str = "text",
+    fail_under: str | None = None,
+    max_age_days: str | None = None,
+) -> None:
+    """Which VMs boot from the environment's families: current, stale, uncovered, exempt, unknown (read-only)."""
+    from bakery.gce import coverage as fleet
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        fleet.command(
+            settings,
+            env,
+            projects=project or [],
+            fmt=format,
+            fail_under=fail_under,
+            max_age_days=max_age_days,
+            say=cli.say,
+            warn=cli.warn,
+        )
+
+
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP})
 def consumers(c: Context, env: str | None = None, variant: str | None = None) -> None:
     """List the instance templates and managed instance groups that boot from each family (blast radius)."""
     settings = cli.settings(c)
     with cli.errors_to_exit():
         for spec in settings.specs(env, variant):
-            found = pipeline.target_for(spec).consumers(spec.family)
+            found = targets.target_for(spec).consumers(spec.family)
             cli.say(f"family {spec.family}: {len(found)} consumer(s)")
             for line in found:
                 cli.say(f"  {line}")
@@ -197,11 +232,13 @@ def diff_(
         spec = settings.specs(env)[0]
         dirs = [Path(d) for d in manifest_dir or []] or [settings.build_root / "runs", settings.build_root / "reports"]
         old, new = (
-            provenance.load(provenance.resolve(ref, lambda: pipeline.target_for(spec).store, dirs))
+            provenance.load(provenance.resolve(ref, lambda: targets.target_for(spec).store, dirs))
             for ref in (image_a, image_b)
         )
         cli.say("\n".join(provenance.diff(old, new)))
 
 
-ns = Collection(render, validate_, lint_, bake, nightly, images, promote, rollback, consumers, diff_, prune, reap)
+ns = Collection(
+    render, validate_, lint_, bake, nightly, images, promote, rollback, consumers, coverage, diff_, prune, reap
+)
 ns.configure(DEFAULTS)

@@ -8,12 +8,17 @@ file that set the key, the key, the value and the fix.
 
 from __future__ import annotations
 
+import difflib
+import math
+import os
 import re
+import tempfile
+import types
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +37,8 @@ GCE_NAME_RE = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 LABEL_KEY_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 LABEL_VALUE_RE = r"^[a-z0-9_-]{0,63}$"
 MAX_LABELS = 64
+MAX_MEMORY_MB = 65536  # bakery.environments.*.local.memory_mb (see LocalSettings)
+LOCAL_DIRS = ("cache_dir", "registry_dir")  # the local target's output directories (LocalSettings)
 
 ArtifactSource = Literal["upstream", "mirror", "stand-in"]
 Target = Literal["local", "gce"]
@@ -40,6 +47,7 @@ Fingerprint = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{40}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^\d+\.\d+\.\d+$")]
 AptVersion = Annotated[str, StringConstraints(pattern=r"^[0-9][A-Za-z0-9.+~:-]*$")]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+DirPath = Annotated[str, StringConstraints(min_length=1)]  # relative to the project root; "" would be the root
 FlagValue = str | int | bool
 
 
@@ -61,6 +69,7 @@ RESERVED_LABELS = frozenset(
         "bakery-failed",
         "test-report",
         "manifest-sha256",
+        "sbom-sha256",
         "source-image",
     }
 )
@@ -173,10 +182,54 @@ class Retention(_Model):
     max_age_days: int = Field(default=90, ge=1)
 
 
+PROJECT_ID_RE = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
+ANY_VALUE = "*"  # in a coverage exempt rule: the label is present, with any value
+
+
+class Coverage(_Model):
+    """Fleet coverage (``invoke coverage``, the nightly's coverage section): which VMs of ``projects``
+    (default: the environment's gce project) boot from the environment's families. ``exempt``: rule name
+    → label selector (every label must match; ``"*"`` matches any value); ``builtin_exempt`` adds
+    the built-in rules for GKE nodes, Dataproc and bakery's own VMs (bakery/gce/coverage.py). Images older
+    than ``max_age_days`` (default: the environment's retention max_age_days) are called out."""
+
+    enabled: bool = False
+    projects: tuple[str, ...] = ()
+    max_age_days: int | None = Field(default=None, ge=1)
+    exempt: dict[Slug, dict[str, str]] = Field(default_factory=dict)
+    builtin_exempt: bool = True
+
+    @field_validator("projects")
+    @classmethod
+    def _projects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for project in value:
+            if not re.fullmatch(PROJECT_ID_RE, project):
+                raise ValueError(
+                    f"project {project!r} is not a GCP project id: use 6-30 lowercase letters, digits or -"
+                )
+        return value
+
+    @field_validator("exempt")
+    @classmethod
+    def _selectors(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for rule, selector in value.items():
+            if not selector:
+                raise ValueError(f"rule {rule!r} has no labels, so it would exempt every VM: give label: value")
+            for key, wanted in selector.items():
+                if not re.fullmatch(LABEL_KEY_RE, key):
+                    raise ValueError(f"rule {rule!r}: label key {key!r} breaks GCE's rule {LABEL_KEY_RE}: fix it")
+                if wanted != ANY_VALUE and not re.fullmatch(LABEL_VALUE_RE, wanted):
+                    raise ValueError(
+                        f"rule {rule!r}: label {key}={wanted!r} breaks GCE's rule {LABEL_VALUE_RE}: give a "
+                        f"label value, or {ANY_VALUE!r} for any value"
+                    )
+        return value
+
+
 class GceSettings(_Model):
     """Where and how Packer's googlecompute builder and the test instance run."""
 
-    project: Annotated[str, StringConstraints(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")]
+    project: Annotated[str, StringConstraints(pattern=PROJECT_ID_RE)]
     zone: Annotated[str, StringConstraints(pattern=r"^[a-z]+-[a-z]+[0-9]-[a-z]$")]
     network: str = "default"
     subnetwork: str = ""
@@ -202,11 +255,14 @@ class LocalSettings(_Model):
     """The QEMU target: accelerator, VM size and where base images and the registry live."""
 
     accelerator: Literal["auto", "kvm", "tcg"] = "auto"
-    memory_mb: int = Field(default=2048, ge=512)
+    # Upper bound: a fixed cap, not the host's RAM, so a config validates the same on every machine (a CI
+    # runner checks what a workstation bakes); 64 GiB is 32x the default, more than a build VM needs, and
+    # catches the usual slips (GiB given as MiB * 1024, an extra zero or three).
+    memory_mb: int = Field(default=2048, ge=512, le=MAX_MEMORY_MB)
     cpus: int = Field(default=2, ge=1)
     disk_size: Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[MG]$")] = "4G"
-    cache_dir: str = "build/cache"
-    registry_dir: str = "build/registry"
+    cache_dir: DirPath = "build/cache"
+    registry_dir: DirPath = "build/registry"
 
 
 class Environment(_Model):
@@ -222,6 +278,7 @@ class Environment(_Model):
     retention: Retention = Retention()
     gce: GceSettings | None = None
     local: LocalSettings | None = None
+    coverage: Coverage = Coverage()
 
     @model_validator(mode="after")
     def _target_settings(self) -> Environment:
@@ -237,6 +294,8 @@ class Environment(_Model):
             )
         if self.target == "local" and self.local is None:
             raise ValueError("target 'local' needs a 'local' section: add 'local: {}'")
+        if self.target == "local" and self.coverage.enabled:
+            raise ValueError("coverage reads a GCE fleet: set coverage.enabled only on a 'gce' environment")
         if not self.variants:
             raise ValueError("'variants' is empty: list at least one variant")
         return self
@@ -257,18 +316,19 @@ class Variant(_Model):
 class Timeouts(_Model):
     """Seconds allowed for each external wait."""
 
-    packer_validate: float = Field(default=120, gt=0)
-    packer_init: float = Field(default=600, gt=0)  # downloads the pinned plugins the first time
-    packer_build: float = Field(default=5400, gt=0)
-    boot: float = Field(default=300, gt=0)
-    image_tests: float = Field(default=900, gt=0)
+    # Finite: every external wait has a timeout (YAML's .inf and "nan" are numbers to pydantic).
+    packer_validate: float = Field(default=120, gt=0, allow_inf_nan=False)
+    packer_init: float = Field(default=600, gt=0, allow_inf_nan=False)  # downloads the pinned plugins the first time
+    packer_build: float = Field(default=5400, gt=0, allow_inf_nan=False)
+    boot: float = Field(default=300, gt=0, allow_inf_nan=False)
+    image_tests: float = Field(default=900, gt=0, allow_inf_nan=False)
 
 
 class Notify(_Model):
     """Where a nightly run's summary goes when a variant failed (empty URL: nowhere)."""
 
     webhook_url: str = ""
-    timeout: float = Field(default=10, gt=0)
+    timeout: float = Field(default=10, gt=0, allow_inf_nan=False)
 
     @field_validator("webhook_url")
     @classmethod
@@ -289,9 +349,9 @@ class Notify(_Model):
 class BakeryConfig(_Model):
     """The whole ``bakery`` configuration subtree."""
 
-    build_dir: str = "build"
+    build_dir: DirPath = "build"
     env: str = "local"
-    image_suite: str = "tests/image"
+    image_suite: DirPath = "tests/image"
     osquery: OsqueryConfig = OsqueryConfig()
     fluentd: FluentdConfig = FluentdConfig()
     variants: dict[Slug, Variant]
@@ -322,7 +382,8 @@ def _references(config: BakeryConfig) -> tuple[tuple[str, ...], str] | None:
                 if not re.fullmatch(GCE_NAME_RE, name):
                     return (
                         ("environments", env_name, key),
-                        f"gives {name!r} for {variant}, which breaks GCE's name rule {GCE_NAME_RE}: use "
+                        f"{getattr(env, key)!r} gives {name!r} for {variant}, which breaks GCE's name rule "
+                        f"{GCE_NAME_RE}: use "
                         "lowercase letters, digits and -, start with a letter, at most 63 characters",
                     )
         if env.family == env.candidate_family:
@@ -405,7 +466,7 @@ class Settings:
 
     def environment(self, name: str | None) -> str:
         """Resolve an environment name (``None`` → the configured default) or raise one line."""
-        env = name or self.config.env
+        env = self.config.env if name is None else name
         if env not in self.config.environments:
             raise ConfigError(
                 f"unknown environment {env!r}: use --env with one of {_known(self.config.environments)} "
@@ -437,19 +498,157 @@ class Settings:
 
 # --- conversion from Invoke's config -----------------------------------------------------------------
 
+# Invoke's config layers that can set ``bakery`` keys, highest precedence first (invoke 3.0.3,
+# invoke/config.py Config.merge: defaults < collection < system < user < project < env < runtime < overrides).
+_LAYERS = ("_overrides", "_runtime", "_env", "_project", "_user", "_system", "_collection")
+ENV_PREFIX = "INVOKE_"  # Invoke's env_prefix for the ``invoke`` binary (Config.__init__: f"{prefix.upper()}_")
+Loc = tuple[str | int, ...]
+
+
+def env_var_name(path: Loc, prefix: str = ENV_PREFIX) -> str:
+    """The variable Invoke reads for a config key path (invoke/env.py ``_to_env_var``: joined by _, upper)."""
+    return prefix + "_".join(str(p) for p in path).upper()
+
+
+def dotted(loc: Loc) -> str:
+    """``bakery.osquery.packs[0]``: a key path as the README and invoke.yaml spell it."""
+    text = "bakery"
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _lookup(data: Any, path: Loc) -> tuple[bool, Any]:
+    node = data
+    for part in path:
+        in_mapping = isinstance(node, Mapping) and part in node
+        in_list = isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_mapping or in_list):
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _first_leaf(node: Any) -> Loc:
+    path: Loc = ()
+    while isinstance(node, Mapping) and node:
+        key = next(iter(node))
+        path, node = (*path, key), node[key]
+    return path
+
+
+def layer_label(raw_config: Any, layer: str, path: Loc = ()) -> str:
+    """How an error names one of Invoke's config layers: its file, the variable or the flag."""
+    if layer == "_env":
+        return "environment variable " + env_var_name(("bakery", *path))
+    if layer == "_overrides":
+        return "a command-line flag"
+    if layer == "_collection":
+        return "bakery/defaults.py"
+    return _short(getattr(raw_config, f"{layer}_path", None)) or layer.strip("_")
+
+
+def source_of(raw_config: Any, path: Loc) -> str:
+    """The layer (file, ``environment variable INVOKE_…``, flag) that set ``bakery.<path>``; for a key no
+    layer sets (a missing key), the one that set its nearest enclosing section."""
+    if raw_config is not None:
+        for depth in range(len(path), -1, -1):
+            prefix = path[:depth]
+            for layer in _LAYERS:
+                found, node = _lookup(getattr(raw_config, layer, None), ("bakery", *prefix))
+                if found:
+                    if layer == "_env":
+                        prefix = (*prefix, *_first_leaf(node))
+                    return layer_label(raw_config, layer, prefix)
+    return _short(getattr(raw_config, "_project_path", None)) or "invoke.yaml"
+
+
+def _short(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+# --- the schema, walked by key path (env variables, suggestions) -----------------------------------------
+
+
+def _strip(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` → X."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _union_members(annotation: Any) -> tuple[Any, ...]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(_strip(a) for a in get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def _child(annotation: Any, key: str | int) -> Any:
+    """The annotation of ``key`` inside a value of type ``annotation`` (None when there is no such key)."""
+    for member in _union_members(_strip(annotation)):
+        if _is_model(member):
+            field = member.model_fields.get(str(key))
+            if field is not None:
+                return field.annotation
+        elif get_origin(member) is dict:
+            return get_args(member)[1]
+        elif get_origin(member) in (tuple, list) and isinstance(key, int):
+            return get_args(member)[0]
+    return None
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    annotation: Any = BakeryConfig
+    for part in loc:
+        annotation = _child(annotation, part)
+        if annotation is None:
+            return None
+    models = [m for m in _union_members(_strip(annotation)) if _is_model(m)]
+    return models[0] if models else None
+
+
+def _did_you_mean(loc: Loc) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+# --- errors from pydantic ----------------------------------------------------------------------------------
+
 _FIXES = {
     "missing": "add it",
-    "extra_forbidden": "remove it (check the spelling against the README's configuration reference)",
+    "extra_forbidden": "remove it or fix its spelling (the README's configuration reference lists every key)",
     "string_type": "give a string",
     "int_type": "give an integer",
     "float_type": "give a number",
     "bool_type": "give true or false",
     "dict_type": "give a mapping",
     "tuple_type": "give a list",
-    "literal_error": "",
-    "string_pattern_mismatch": "",
-    "greater_than_equal": "",
-    "greater_than": "",
+    "finite_number": "give a finite number of seconds",
+    "string_too_short": "give a non-empty value",
+    "less_than_equal": "give a smaller value",
+    "greater_than_equal": "give a larger value",
+    "greater_than": "give a larger value",
+}
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true/false",
+    "dict_type": "a mapping",
+    "tuple_type": "a list",
 }
 
 
@@ -465,62 +664,59 @@ _PATTERN_HINTS = {
 }
 
 
-def _source_of(raw_config: Any, path: tuple[str | int, ...]) -> str:
-    """Name the Invoke config layer (file, environment variable, flag) that last set ``path``."""
-    layers = [
-        ("_overrides", "command-line flag"),
-        ("_runtime", "{_runtime_path}"),
-        ("_env", "environment variable INVOKE_{envvar}"),
-        ("_project", "{_project_path}"),
-        ("_collection", "bakery/defaults.py"),
-    ]
-    for attr, label in layers:
-        data = getattr(raw_config, attr, None)
-        node: Any = data
-        found = True
-        for part in ("bakery", *path):
-            if isinstance(node, Mapping) and part in node:
-                node = node[part]
-            else:
-                found = False
+def _shown(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _data_loc(plain: Any, loc: tuple[Any, ...]) -> Loc:
+    """pydantic's error location as a key path into the data: without validator steps and union member
+    tags (``flags.events_max.str``), keeping a missing key."""
+    out: list[str | int] = []
+    node = plain
+    for part in loc:
+        if str(part).startswith("function-"):
+            continue
+        if isinstance(node, Mapping):
+            out.append(part)
+            if part not in node:
                 break
-        if found:
-            envvar = "_".join(str(p).upper() for p in ("bakery", *path))
-            return label.format(
-                _runtime_path=getattr(raw_config, "_runtime_path", None) or "-f",
-                _project_path=_short(getattr(raw_config, "_project_path", None)) or "invoke.yaml",
-                envvar=envvar,
-            )
-    # Missing keys: report the file the user edits.
-    return _short(getattr(raw_config, "_project_path", None)) or "invoke.yaml"
+            node = node[part]
+        elif isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        else:
+            break
+    return tuple(out)
 
 
-def _short(path: str | None) -> str | None:
-    if not path:
-        return None
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _describe(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
-    loc: tuple[str | int, ...] = tuple(p for p in error["loc"] if not str(p).startswith("function-after"))
-    kind = error["type"]
-    msg = str(error["msg"])
+def _describe(errors: list[Any], plain: Any) -> tuple[Loc, str]:
+    """The first pydantic error as (key path, message); a union's member errors become one message."""
+    first = errors[0]
+    loc = _data_loc(plain, first["loc"])
+    kind = first["type"]
+    msg = str(first["msg"])
+    value = first.get("input")
     if kind == "value_error":
-        msg = msg.removeprefix("Value error, ")
-        return loc, msg
+        return loc, msg.removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
-        pattern = error.get("ctx", {}).get("pattern", "")
+        pattern = first.get("ctx", {}).get("pattern", "")
         hint = _PATTERN_HINTS.get(str(loc[-1]) if loc else "", "fix the value")
-        return loc, f"value {error.get('input')!r} does not match {pattern}: {hint}"
+        return loc, f"value {_shown(value)} does not match {pattern}: {hint}"
     if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        return loc, f"value {error.get('input')!r} is not allowed: use one of {expected}"
+        expected = first.get("ctx", {}).get("expected", "")
+        return loc, f"value {_shown(value)} is not allowed: use one of {expected}"
+    if kind == "missing":
+        return loc, "is missing: add it"
+    if kind == "extra_forbidden":
+        return loc, f"is not a key here: {_did_you_mean(loc)}{_FIXES[kind]}"
+    siblings = [e["type"] for e in errors if _data_loc(plain, e["loc"]) == loc]
+    if len(siblings) > 1 and all(k in _TYPE_WORDS for k in siblings):  # a union: str | int | bool
+        words = list(dict.fromkeys(_TYPE_WORDS[k] for k in siblings))
+        wanted = ", ".join(words[:-1]) + " or " + words[-1]
+        return loc, f"got {_shown(value)}: give {wanted}"
     fix = _FIXES.get(kind, "fix the value")
-    shown = "" if kind in ("missing", "extra_forbidden") else f" (got {error.get('input')!r})"
-    return loc, f"{msg.lower()}{shown}: {fix}".rstrip(": ")
+    return loc, f"{msg.lower()} (got {_shown(value)}): {fix}"
 
 
 def from_mapping(data: Mapping[str, Any], project_root: Path, raw_config: Any = None) -> Settings:
@@ -529,37 +725,212 @@ def from_mapping(data: Mapping[str, Any], project_root: Path, raw_config: Any = 
     try:
         config = BakeryConfig.model_validate(plain)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc, message = _describe(first)
-        dotted = ".".join(str(p) for p in ("bakery", *loc))
-        raise ConfigError(f"{_source_of(raw_config, loc)}: {dotted}: {message}") from None
+        loc, message = _describe(exc.errors(), plain)
+        raise ConfigError(f"{source_of(raw_config, loc)}: {dotted(loc)}: {message}") from None
     broken = _references(config)
     if broken is not None:
-        loc, message = broken
-        dotted = ".".join(("bakery", *loc))
-        raise ConfigError(f"{_source_of(raw_config, loc)}: {dotted}: {message}")
+        ref_loc, message = broken
+        raise ConfigError(f"{source_of(raw_config, ref_loc)}: {dotted(ref_loc)}: {message}")
     settings = Settings(config, project_root)
     _check_paths(settings, raw_config)
     return settings
 
 
+def output_dir_problem(path: Path) -> str | None:
+    """Why nothing can be written at or under ``path`` (a file in the way, no permission, a read-only file
+    system), or None. Leaves nothing behind: the nearest existing directory is probed with a directory
+    that is made and removed at once (a permission check alone is wrong for root)."""
+    existing = path
+    try:
+        while not existing.exists():
+            if existing.is_symlink():
+                return f"{existing} is a dangling symbolic link"
+            if existing.parent == existing:
+                break
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "" if existing == path else " (on its path)"
+            return f"{existing}{where} is a file, not a directory"
+        probe = tempfile.mkdtemp(prefix=".bakery-probe-", dir=existing)
+    except OSError as exc:
+        return f"nothing can be created in {existing} ({exc.strerror or exc})"
+    os.rmdir(probe)
+    return None
+
+
+def check_output_location(path: Path, what: str) -> None:
+    """ConfigError naming ``what`` (a flag or key) when nothing can be written at ``path``."""
+    problem = output_dir_problem(path)
+    if problem:
+        raise ConfigError(f"{what} {str(path)!r}: {problem}: give a directory you can write")
+
+
 def _check_paths(settings: Settings, raw_config: Any) -> None:
-    for name, env in settings.config.environments.items():
+    """Directories the bakery reads must exist; those it writes must be creatable: checked before any work."""
+    root, config = settings.project_root, settings.config
+    suite = root / config.image_suite
+    if not suite.is_dir():
+        raise ConfigError(
+            f"{source_of(raw_config, ('image_suite',))}: bakery.image_suite: {config.image_suite!r}: {suite} is "
+            "not a directory: point it at the testinfra image suite (default tests/image)"
+        )
+    outputs: list[tuple[Loc, str]] = [(("build_dir",), config.build_dir)]
+    for name, env in config.environments.items():
         art = env.artifacts
         if art.source == "mirror":
-            loc: tuple[str, ...] = ("environments", name, "artifacts", "mirror_dir")
-            where = _source_of(raw_config, loc)
+            loc: Loc = ("environments", name, "artifacts", "mirror_dir")
+            where = source_of(raw_config, loc)
             if not art.mirror_dir:
                 raise ConfigError(
-                    f"{where}: bakery.environments.{name}.artifacts.mirror_dir: source 'mirror' needs "
-                    "mirror_dir: set it to a directory of .deb/.gem files with a SHA256SUMS list"
+                    f"{where}: {dotted(loc)}: source 'mirror' needs mirror_dir: set it to a directory of "
+                    ".deb/.gem files with a SHA256SUMS list"
                 )
-            path = (settings.project_root / art.mirror_dir).resolve()
+            path = (root / art.mirror_dir).resolve()
             if not path.is_dir():
                 raise ConfigError(
-                    f"{where}: bakery.environments.{name}.artifacts.mirror_dir: directory {str(path)!r} does "
-                    "not exist: create it or point mirror_dir at your mirror"
+                    f"{where}: {dotted(loc)}: directory {str(path)!r} does not exist: create it or point "
+                    "mirror_dir at your mirror"
                 )
+        if env.local is not None:
+            outputs += [(("environments", name, "local", key), getattr(env.local, key)) for key in LOCAL_DIRS]
+    for out_loc, value in outputs:
+        problem = output_dir_problem(root / value)
+        if problem:
+            raise ConfigError(
+                f"{source_of(raw_config, out_loc)}: {dotted(out_loc)}: {value!r}: {problem}: point it at a "
+                "directory you can write, or move what is in the way"
+            )
+
+
+# --- INVOKE_BAKERY_* variables, cast by the schema -------------------------------------------------------
+
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _cast(annotation: Any, current: Any, text: str) -> Any:
+    """``text`` as the type the schema (or, for osquery flags, the current value) gives the key."""
+    members = [m for m in _union_members(_strip(annotation)) if m is not type(None)]
+    if len(members) > 1:  # FlagValue (str | int | bool): the type of the value it replaces
+        kind: Any = type(current) if isinstance(current, bool | int | float) else str
+    else:
+        kind = members[0] if members else str
+    if kind is bool:
+        if text.strip().lower() not in BOOL_WORDS:
+            raise ValueError(f"is not a boolean: use one of {', '.join(BOOL_WORDS)} (any case)")
+        return BOOL_WORDS[text.strip().lower()]
+    if kind is int:
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+            raise ValueError("is not a whole number: give digits only, e.g. 2048")
+        return int(text)
+    if kind is float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError("is not a finite number: give e.g. 300 or 2.5")
+        return number
+    if get_origin(kind) in (tuple, list):
+        raise ValueError("cannot set a list: Invoke reads only single values from the environment; set it in a -f file")
+    return text
+
+
+def _settable(annotation: Any, node: Any, path: Loc, out: dict[str, tuple[Loc, Any, Any]]) -> None:
+    """Every key an INVOKE_BAKERY_* variable may set: the schema's fields (also those no file sets) and the
+    existing entries of mappings (labels, flags, environments)."""
+    members = [m for m in _union_members(_strip(annotation)) if m is not type(None)]
+    model = next((m for m in members if _is_model(m)), None)
+    if model is not None:
+        if isinstance(node, Mapping):  # a section set to null (gce: for a local env) takes no variables
+            for name, field in model.model_fields.items():
+                _settable(field.annotation, node.get(name), (*path, name), out)
+        return
+    if len(members) == 1 and get_origin(members[0]) is dict:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                _settable(get_args(members[0])[1], value, (*path, str(key)), out)
+        return
+    out.setdefault(env_var_name(("bakery", *path), prefix=""), (path, annotation, node))
+
+
+def env_layer(merged: Mapping[str, Any] | None, environ: Mapping[str, str], prefix: str = ENV_PREFIX) -> dict[str, Any]:
+    """The ``bakery`` values set by ``INVOKE_BAKERY_*`` variables, as Invoke's env layer (nested dict).
+
+    Unlike Invoke's own loader (invoke/env.py), keys come from the schema, so a key no file sets can be set
+    too; booleans are strict (true/false, yes/no, 1/0, any case) where Invoke takes every non-empty string
+    but "0" as true; numbers must parse; and a variable that names no key is an error, not ignored.
+    """
+    keys: dict[str, tuple[Loc, Any, Any]] = {}
+    _settable(BakeryConfig, merged if isinstance(merged, Mapping) else {}, (), keys)
+    layer: dict[str, Any] = {}
+    for suffix, (path, annotation, current) in keys.items():
+        name = prefix + suffix
+        if name not in environ:
+            continue
+        try:
+            value = _cast(annotation, current, environ[name])
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {name}={environ[name]!r}: {dotted(path)} {exc}") from None
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(str(part), {})
+        node[str(path[-1])] = value
+    known = {prefix + k for k in keys}
+    for name in sorted(environ):
+        if name.startswith(prefix + "BAKERY_") and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(
+                f"environment variable {name}={environ[name]!r} sets no bakery key (keys that are sections, and "
+                f"new entries of a mapping, cannot be set from the environment): {hint}fix its name or unset it"
+            )
+    return layer
+
+
+# --- Invoke's merge of the layers ------------------------------------------------------------------------
+
+
+def merge_conflict(layers: list[tuple[Callable[[Loc], str], Any]]) -> str | None:
+    """Replay Invoke's merge (invoke/config.py ``merge_dicts``) of ``layers`` (how to name the layer for a
+    key path, its data), lowest first; the first place where one layer gives a mapping and an earlier one a
+    plain value (or the reverse) as one line naming both, or None."""
+    merged: dict[str, Any] = {}
+    origin: dict[Loc, str] = {}
+
+    def replay(base: dict[str, Any], updates: Mapping[str, Any], path: Loc, name: Callable[[Loc], str]) -> str | None:
+        for key, value in updates.items():
+            here = (*path, key)
+            if key in base and isinstance(base[key], dict) != isinstance(value, dict):
+                return _conflict_line(here, value, base[key], name(here), origin.get(here, "an earlier layer"))
+            if isinstance(value, dict):
+                problem = replay(base.setdefault(key, {}), value, here, name)
+                if problem:
+                    return problem
+            else:
+                base[key] = value
+            origin[here] = name(here)
+        return None
+
+    for name, data in layers:
+        if isinstance(data, Mapping):
+            problem = replay(merged, data, (), name)
+            if problem:
+                return problem
+    return None
+
+
+def _conflict_line(path: Loc, value: Any, earlier: Any, where: str, earlier_where: str) -> str:
+    key = ".".join(str(p) for p in path)
+    if isinstance(earlier, dict):
+        keys = ", ".join(list(earlier)[:4]) + (", …" if len(earlier) > 4 else "")
+        return (
+            f"{where}: {key}: got {_shown(value)}, but {earlier_where} has a section there (keys {keys}): give "
+            "its keys indented under it, or remove the line"
+        )
+    return (
+        f"{where}: {key}: got a section ({_shown(value)}), but {earlier_where} has the single value "
+        f"{_shown(earlier)} there: give one {type(earlier).__name__} value"
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -71,6 +71,17 @@ class RegistryError(BakeryError):
     """A family/registry operation was refused or failed (local registry or GCE)."""
 
 
+class ImageNotFoundError(RegistryError):
+    """No image of that name in the registry. Where the user named the image (promote, diff) the caller
+    turns it into a ConfigError with the fix."""
+
+
+class CorruptRecordError(RegistryError):
+    """A record the bakery reads back (a local registry's image.json) is broken: bad input, exit 2."""
+
+    exit_code = 2
+
+
 class ProvenanceError(BakeryError):
     """A manifest is missing, unreadable or not ours (``invoke diff``): bad input."""
 

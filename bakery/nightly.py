@@ -14,48 +14,22 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from bakery import __version__, notify, pipeline, provenance, render, runreport
-from bakery.config import BuildSpec, Settings
+from bakery import __version__, notify, pipeline, provenance, render, runreport, targets
+from bakery.config import BuildSpec, Settings, check_output_location
 from bakery.encode import label_value
 from bakery.errors import BakeryError, Interrupted, NightlyFailed
+from bakery.gce import coverage as fleet
+from bakery.gce.client import ComputeClients
 from bakery.images import ImageRecord, ImageStore
 from bakery.packer import detect_version
-from bakery.pipeline import BakeReport, Builder, Say, Target
+from bakery.pipeline import BakeReport, Builder
+from bakery.runreport import NightlyRun, VariantResult
+from bakery.target import Say, Target, git_sha
 
-Action = Literal["skipped", "baked", "would bake", "failed", "not run"]
 TargetFactory = Callable[[BuildSpec], Target]
-
-
-@dataclass
-class VariantResult:
-    """What the nightly did with one variant, and why."""
-
-    spec: BuildSpec
-    action: Action = "not run"
-    reason: str = ""
-    bake: BakeReport | None = None
-    head_before: str = ""
-    head_after: str = ""
-    seconds: float = 0.0
-
-
-@dataclass
-class NightlyRun:
-    """One nightly run of an environment."""
-
-    env_name: str
-    started: datetime.datetime
-    results: list[VariantResult] = field(default_factory=list)
-    finished: datetime.datetime | None = None
-    git_sha: str = "nogit"
-
-    @property
-    def failed(self) -> list[VariantResult]:
-        return [r for r in self.results if r.action in ("failed", "not run")]
 
 
 def default_report_dir(settings: Settings, env_name: str, started: datetime.datetime) -> Path:
@@ -70,17 +44,23 @@ def run(
     say: Say,
     *,
     report_dir: Path | None = None,
-    target_for: TargetFactory = pipeline.target_for,
+    target_for: TargetFactory = targets.target_for,
     build: Builder = pipeline.packer_build,
     now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     dry_run: bool = False,
+    coverage_clients: ComputeClients | None = None,
 ) -> NightlyRun:
     """Run the nightly over ``env``'s variants (or one); write the report; raise NightlyFailed if any
-    variant failed (after the report and the webhook). ``dry_run``: decide and report, bake nothing."""
+    variant failed (after the report and the webhook). ``dry_run``: decide and report, bake nothing.
+    With ``coverage.enabled``, the report gains the fleet's coverage (``coverage_clients``: default, the
+    environment's own)."""
     specs = settings.specs(env, variant)
     nightly = NightlyRun(specs[0].env_name, now(), [VariantResult(spec) for spec in specs])
-    nightly.git_sha = pipeline.git_sha()
+    nightly.git_sha = git_sha()
     directory = report_dir or default_report_dir(settings, nightly.env_name, nightly.started)
+    # Before any work (the build, registry and cache directories were checked when the config loaded): a
+    # report directory that cannot be written would otherwise fail only after the whole run.
+    check_output_location(directory, "--report-dir" if report_dir else "the report directory")
     packer_version = detect_version()
     try:
         for result in nightly.results:
@@ -88,6 +68,7 @@ def run(
             report = BakeReport(result.spec, git_sha=nightly.git_sha, packer_version=packer_version)
             run_variant(result, report, target_for, build, say, now=now(), dry_run=dry_run)
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
+        nightly.coverage = coverage_section(settings, nightly.env_name, say, coverage_clients)
     except BaseException as exc:
         why = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else f"stopped by {exc!r}"
         for result in nightly.results:
@@ -115,6 +96,24 @@ def run(
             f"{failed}; report {written.markdown}"
         )
     return nightly
+
+
+def coverage_section(
+    settings: Settings, env_name: str, say: Say, clients: ComputeClients | None
+) -> dict[str, Any] | None:
+    """The report's coverage section if the environment enables it. Coverage is read-only and does not
+    fail the nightly: an error becomes the section's ``error``."""
+    if not settings.config.environments[env_name].coverage.enabled:
+        return None
+    try:
+        report = fleet.measure(settings, env_name, clients=clients)
+    except BakeryError as exc:
+        say(f"WARNING: fleet coverage: {exc}")
+        return {"error": str(exc)}
+    say(report.summary())
+    for line in report.errors:
+        say(f"WARNING: {line}")
+    return fleet.nightly_section(report)
 
 
 def run_variant(
@@ -231,11 +230,14 @@ def changed_inputs(head: ImageRecord, rendered: render.Rendered) -> list[str]:
 
 
 def write_reports(nightly: NightlyRun, directory: Path) -> runreport.Written:
-    """The JSON and Markdown reports, the merged JUnit and a copy of each manifest, under ``directory``."""
+    """The JSON and Markdown reports, the merged JUnit and a copy of each manifest and SBOM, under ``directory``
+    (``manifests/IMAGE.json`` and ``manifests/IMAGE.cdx.json``, where ``invoke diff`` finds them)."""
     manifests = directory / "manifests"
     for result in nightly.results:
         bake = result.bake
         if bake is not None and bake.manifest is not None and bake.manifest.is_file():
             manifests.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bake.manifest, manifests / f"{bake.image_name}.json")
+            if bake.sbom is not None and bake.sbom.is_file():
+                shutil.copyfile(bake.sbom, manifests / f"{bake.image_name}.cdx.json")
     return runreport.write(nightly, directory, bakery_version=__version__)

@@ -7,79 +7,25 @@ Nothing is published unless every image test passed.
 from __future__ import annotations
 
 import datetime
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from bakery import __version__, provenance, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
-from bakery.errors import BakeryError, ImageTestError, RegistryError
+from bakery.errors import BakeryError, ConfigError, ImageNotFoundError, ImageTestError, RegistryError
+from bakery.identity import Identity
+from bakery.identity import write_expectations as write_identity_expectations
 from bakery.imagefiles import package_versions
 from bakery.images import ImageRecord, ImageStore, rollback_plan
-from bakery.local.vm import TestOutcome
+from bakery.imagetest import TestOutcome
 from bakery.packer import Packer, PackerEvent, detect_version
+from bakery.target import Say, Target, git_sha, image_name
 from bakery.validate import validate_rendered
-
-Say = Callable[[str], None]
-
-
-class Target(Protocol):
-    """What the pipeline needs from a target (local QEMU today, GCE next)."""
-
-    store: ImageStore
-
-    def source_image(self, say: Say) -> str:
-        """The exact image the bake starts from (GCE: the public family resolved now; local: the base
-        image's recipe key), the same for every call on this target."""
-        ...
-
-    def consumers(self, family: str) -> list[str]:
-        """One line per instance template or managed instance group booting from ``family``."""
-        ...
-
-    def check_tools(self, packer_version: tuple[int, int, int]) -> None:
-        """Raise ToolMissingError when a tool the bake needs is missing or cannot do the job; runs first."""
-        ...
-
-    def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
-        """Get ready to bake; return the runtime Packer variables (base image, accelerator, …)."""
-        ...
-
-    def candidate_name(self, image_name: str) -> str:
-        """The name Packer gives the candidate (GCE: image names are project-global, so not ``image_name``)."""
-        ...
-
-    def output(self, rendered: render.Rendered, image_name: str) -> str:
-        """Where Packer leaves the baked candidate."""
-        ...
-
-    def test(self, rendered: render.Rendered, candidate: str, run_dir: Path, say: Say) -> TestOutcome:
-        """Boot the candidate and run the image test suite; always stop what was booted."""
-        ...
-
-    def publish(
-        self, candidate: str, image_name: str, family: str, *, labels: dict[str, str], description: str, manifest: str
-    ) -> ImageRecord:
-        """Make the tested ``candidate`` image ``image_name``, the new head of ``family``."""
-        ...
-
-    def discard(self, candidate: str) -> None:
-        """Remove what is left of a candidate (after publishing, a failure or an interrupt)."""
-        ...
-
-    def keep(self, candidate: str, run_dir: Path) -> str:
-        """Keep a candidate that failed its tests for inspection; return where it is."""
-        ...
-
-    def plan(self, rendered_dir: Path) -> list[str]:
-        """Human lines describing what prepare/test would do (for --dry-run)."""
-        ...
 
 
 @dataclass
@@ -97,29 +43,9 @@ class BakeReport:
     head: ImageRecord | None = None
     deleted: list[str] = field(default_factory=list)
     manifest: Path | None = None
+    sbom: Path | None = None
     git_sha: str = "nogit"
     packer_version: tuple[int, int, int] = (0, 0, 0)
-
-
-def git_sha(root: Path = render.PROJECT_ROOT) -> str:
-    """Short git sha of the checkout (``nogit`` outside a repository)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=7", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "nogit"
-    return out.stdout.strip() or "nogit"
-
-
-def image_name(family: str, now: datetime.datetime, sha: str) -> str:
-    """``FAMILY-YYYYMMDD-HHMMSS-SHA``, within GCE's 63 characters (the family part is cut if needed)."""
-    suffix = f"-{now:%Y%m%d-%H%M%S}-{label_value(sha)[:7]}"
-    return family[: 63 - len(suffix)].rstrip("-") + suffix
 
 
 @contextmanager
@@ -175,11 +101,17 @@ def bake(
         validate_rendered(rendered, config.timeouts, Path(scratch))
     with phase(report, "prepare", say):
         variables = target.prepare(rendered, say)
-    report.image_name = image_name(spec.family, now or datetime.datetime.now(datetime.UTC), report.git_sha)
+    started = now or datetime.datetime.now(datetime.UTC)
+    report.image_name = image_name(spec.family, started, report.git_sha)
     packer_name = target.candidate_name(report.image_name)
+    # The identity names the image as published (not the GCE candidate) and is a runtime variable, so it
+    # never enters the rendered tree or its fingerprint (bakery/identity.py).
+    image_identity = Identity(report.image_name, spec.variant_name, rendered.fingerprint)
     variables |= {"image_name": packer_name, "input_fingerprint": rendered.fingerprint}
+    variables |= image_identity.packer_variables()
     candidate = target.output(rendered, packer_name)
     run_dir = spec.runs_dir / report.image_name
+    write_identity_expectations(image_identity, run_dir)  # the image suite's --identity
     try:
         with phase(report, "bake", say):
             build(rendered, variables, config.timeouts.packer_build, _progress(say))
@@ -190,6 +122,7 @@ def bake(
             f"image tests: {outcome.passed} passed, {outcome.failed} failed, {outcome.errors} errors, "
             f"{outcome.skipped} skipped (JUnit: {outcome.junit})"
         )
+        report.sbom = write_sbom(report, image_identity, run_dir, baked_at=started)
         report.manifest = write_manifest(report, rendered, run_dir, candidate=packer_name)
         if not outcome.ok:
             failed = ", ".join(outcome.failures) or "no test passed"
@@ -205,6 +138,7 @@ def bake(
                 "input-fingerprint": render.fingerprint_label(rendered.fingerprint),
                 "git-sha": label_value(report.git_sha),
                 "manifest-sha256": provenance.digest_label(report.manifest),
+                "sbom-sha256": provenance.digest_label(report.sbom),
                 "source-image": label_value(report.source_image.rsplit("/", 1)[-1]),
             }
             report.published = target.publish(
@@ -275,8 +209,27 @@ def write_manifest(report: BakeReport, rendered: render.Rendered, run_dir: Path,
         fingerprint=rendered.fingerprint,
         source_image=rendered.source_image,
         outcome=report.outcome,
+        sbom_file=report.sbom,
     )
     return provenance.write(manifest, run_dir / provenance.MANIFEST_FILE)
+
+
+def write_sbom(report: BakeReport, image_identity: Identity, run_dir: Path, *, baked_at: datetime.datetime) -> Path:
+    """The CycloneDX SBOM of the package list read from the test VM (bakery/sbom.py), beside the manifest."""
+    from bakery import sbom  # cyclonedx takes seconds to import: only when an SBOM is written
+
+    spec = report.spec
+    facts = sbom.ImageFacts(
+        identity=image_identity,
+        family=spec.family,
+        environment=spec.env_name,
+        artifact_source=spec.artifact_source,
+        os=spec.variant.os,
+        codename=spec.variant.codename,
+        baked_at=baked_at,
+    )
+    packages = report.outcome.packages if report.outcome else []
+    return sbom.write(facts, packages, run_dir / sbom.SBOM_FILE)
 
 
 def plan(spec: BuildSpec, target: Target) -> list[str]:
@@ -318,17 +271,6 @@ def head_or_none(store: ImageStore, family: str) -> ImageRecord | None:
         raise
 
 
-def target_for(spec: BuildSpec, *, dry_run: Say | None = None) -> Target:
-    """The target implementation for the environment's ``target`` (``dry_run``: GCE mutations are printed)."""
-    if spec.env.target == "local":
-        from bakery.local.target import LocalTarget
-
-        return LocalTarget(spec)
-    from bakery.gce.target import GceTarget
-
-    return GceTarget(spec, dry_run=dry_run)
-
-
 def describe(record: ImageRecord) -> str:
     """One line per image for listings."""
     replacement = f" -> {record.replacement}" if record.replacement else ""
@@ -339,7 +281,10 @@ def describe(record: ImageRecord) -> str:
 def promote(spec: BuildSpec, target: Target, name: str, say: Say, *, dry_run: bool = False) -> ImageRecord | None:
     """Copy tested image ``name`` into the environment's family as its new head (``--dry-run``: plan only)."""
     store = target.store
-    source = store.get(name)
+    try:
+        source = store.get(name)
+    except ImageNotFoundError as exc:  # the user named the image: bad input
+        raise ConfigError(f"{exc}: give a name that `invoke images --env {spec.env_name}` lists") from None
     if spec.env.target != "local" and source.labels.get("artifact-source") == "stand-in":
         raise RegistryError(f"refusing to promote {name}: it was baked from stand-in packages, not osquery")
     new_name = image_name(spec.family, datetime.datetime.now(datetime.UTC), source.labels.get("git-sha", "nogit"))

@@ -227,7 +227,9 @@ def sigterm_raises() -> Iterator[None]:
 def signals_deferred() -> Iterator[None]:
     """Hold SIGINT and SIGTERM during a cleanup block, then re-deliver the first one that arrived.
 
-    Nests; a no-op outside the main thread.
+    A signal that is ignored stays ignored (a run started in the background by a non-interactive shell
+    has SIGINT ignored): recording it would re-deliver only that one, to be ignored, and lose a SIGTERM
+    that came after it. Nests; a no-op outside the main thread.
     """
     if not _in_main_thread():
         yield
@@ -237,7 +239,11 @@ def signals_deferred() -> Iterator[None]:
     def record(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
-    previous = {signum: signal.signal(signum, record) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.signal(signum, record)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:

@@ -4,6 +4,11 @@ VM, the test summary) and ``diff`` between two images' manifests.
 A manifest is written once per bake, after the test stage and before anything is published. The local
 registry stores a copy with the image; on GCE it is a pipeline artifact and the image carries its hash
 (label ``manifest-sha256``), which is how ``invoke diff`` tells the right file from a stale one.
+
+The same package list is also written as a CycloneDX SBOM beside the manifest (bakery/sbom.py); the
+manifest records the SBOM's file name, path and sha256 (and the image carries it as ``sbom-sha256``).
+:func:`load` reads the package list from that SBOM when it is at hand (beside the manifest, or where the
+bake wrote it) and says where the list came from; ``invoke diff`` prints that source.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bakery.errors import ProvenanceError
+from bakery.errors import ImageNotFoundError, ProvenanceError
 from bakery.images import ImageStore
-from bakery.local.vm import TestOutcome
+from bakery.imagetest import TestOutcome
 
 MANIFEST_FILE = "bakery-manifest.json"
 MANIFEST_VERSION = 1
@@ -32,9 +37,11 @@ def build(
     fingerprint: str,
     source_image: str,
     outcome: TestOutcome | None,
+    sbom_file: Path | None = None,
 ) -> dict[str, Any]:
     """The manifest: ``identity`` (image, family, versions, …) plus what the rendered tree and the test
-    stage tell (inputs with hashes, config file texts, the package list, the test summary)."""
+    stage tell (inputs with hashes, config file texts, the package list, the test summary) and, when
+    given, the SBOM written beside it (file name, path, sha256)."""
     inputs: dict[str, str] = json.loads((rendered_dir / "fingerprint.json").read_text())["files"]
     config = {}
     for rel in sorted(inputs):
@@ -53,7 +60,15 @@ def build(
         "config": config,
         "packages": sorted([p.name, p.version, p.architecture] for p in outcome.packages) if outcome else [],
         "tests": outcome.summary() if outcome else None,
+        **({"sbom": sbom_record(sbom_file)} if sbom_file is not None else {}),
     }
+
+
+def sbom_record(path: Path) -> dict[str, str]:
+    """What a manifest says of its SBOM: enough to find it again and to tell it from a stale one."""
+    from bakery import sbom  # cyclonedx takes seconds to import: only when an SBOM is read
+
+    return {"file": path.name, "path": str(path), "sha256": digest(path), "format": sbom.FORMAT}
 
 
 def write(manifest: Mapping[str, Any], path: Path) -> Path:
@@ -74,7 +89,9 @@ def digest_label(path: Path) -> str:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Read a manifest, or raise one line saying what is wrong with the file."""
+    """Read a manifest, or raise one line saying what is wrong with the file. The result also says where
+    its package list comes from (key :data:`PACKAGES_SOURCE`, not in the file): the manifest's SBOM when
+    it is at hand (its ``packages`` are then the SBOM's), else the manifest itself."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -85,7 +102,50 @@ def load(path: Path) -> dict[str, Any]:
         raise ProvenanceError(
             f"{path} is not an osquery-bakery manifest (manifest_version {MANIFEST_VERSION} expected)"
         )
+    data[PACKAGES_SOURCE] = _packages_from_sbom(path, data)
     return data
+
+
+PACKAGES_SOURCE = "packages_source"
+
+
+def _packages_from_sbom(manifest: Path, data: dict[str, Any]) -> str:
+    """Replace ``data["packages"]`` by those of the manifest's SBOM when a file with the recorded sha256 is
+    beside the manifest (under its own name, or as ``<manifest stem>.cdx.json`` for copies kept per image)
+    or where the bake wrote it; return where the package list comes from. An SBOM whose package list
+    differs from the manifest's, or that fails the CycloneDX schema, is an error."""
+    from bakery import sbom  # cyclonedx takes seconds to import: only when an SBOM is read
+
+    record = data.get("sbom")
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return f"manifest {manifest} (it records no SBOM)"
+    want, name = record["sha256"], str(record.get("file") or sbom.SBOM_FILE)
+    beside = [manifest.parent / name, manifest.with_name(manifest.stem + ".cdx.json")]  # IMAGE.json, IMAGE.cdx.json
+    candidates = dict.fromkeys([*beside, *([Path(record["path"])] if record.get("path") else [])])
+    stale = [c for c in candidates if c.is_file() and digest(c) != want]
+    found = next((c for c in candidates if c.is_file() and c not in stale), None)
+    if found is None:
+        if stale:
+            raise ProvenanceError(
+                f"SBOM {stale[0]} is not the one manifest {manifest} records (sha256 {want[:16]}…): it belongs "
+                "to another bake; put the bake's own SBOM beside the manifest"
+            )
+        where = ", ".join(str(c) for c in candidates)
+        return f"manifest {manifest} (its SBOM, sha256 {want[:16]}…, is not at hand: looked at {where})"
+    text = found.read_text()
+    error = sbom.validation_error(text)
+    if error is not None:
+        raise ProvenanceError(f"SBOM {found} fails the CycloneDX 1.6 schema: {error}")
+    try:
+        listed = [[p.name, p.version, p.architecture] for p in sbom.packages(text)]
+    except ValueError as exc:
+        raise ProvenanceError(f"SBOM {found}: {exc}") from None
+    if sorted(listed) != sorted(data.get("packages", [])):
+        raise ProvenanceError(
+            f"SBOM {found} and manifest {manifest} list different packages: the files are not from one bake"
+        )
+    data["packages"] = listed
+    return f"SBOM {found} (sha256 {want[:16]}…)"
 
 
 def find(name: str, directories: list[Path], label: str | None) -> Path:
@@ -123,7 +183,10 @@ def resolve(ref: str, store: ImageStore | Callable[[], ImageStore], directories:
         if not path.is_file():
             raise ProvenanceError(f"manifest file {ref} does not exist: give an image name or a manifest's path")
         return path
-    record = (store() if callable(store) else store).get(ref)
+    try:
+        record = (store() if callable(store) else store).get(ref)
+    except ImageNotFoundError as exc:  # the user named the image: bad input
+        raise ProvenanceError(f"{exc}: give a name that `invoke images` lists, or a manifest .json file") from None
     label = record.labels.get("manifest-sha256")
     stored = Path(record.manifest) if record.manifest else None
     if stored is not None and stored.is_file():
@@ -143,7 +206,11 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     for key in ("source_image", "bakery_version", "git_sha", "packer_version", "artifact_source"):
         if old.get(key) != new.get(key):
             lines.append(f"  {key}: {old.get(key)} -> {new.get(key)}")
-    lines += _package_diff(old.get("packages", []), new.get("packages", []))
+    header, *package_changes = _package_diff(old.get("packages", []), new.get("packages", []))
+    sources = [
+        f"  list of {side}: {m[PACKAGES_SOURCE]}" for side, m in (("old", old), ("new", new)) if PACKAGES_SOURCE in m
+    ]
+    lines += [header, *sources, *package_changes]
     old_inputs, new_inputs = old.get("inputs", {}), new.get("inputs", {})
     packs = _changes(
         {k: v for k, v in old_inputs.items() if k.startswith(PACKS_PREFIX)},

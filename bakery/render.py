@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,11 @@ from typing import Any
 import jinja2
 
 from bakery import __version__, artifacts, imagefiles, packer_plugins
+from bakery.baserecipe import content_key
 from bakery.config import BuildSpec
 from bakery.encode import label_value, to_hcl, to_json, to_sh
 from bakery.errors import ConfigError, RenderError
 from bakery.imagefiles import package_versions
-from bakery.local.baseimage import content_key
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -178,13 +179,33 @@ def _hcl_type(value: Any) -> str:
     return "list(string)"
 
 
+def _template_line(exc: BaseException, env: jinja2.Environment, name: str) -> str:
+    """``templates/NAME:LINE`` of the template line that failed (an included template's, if it failed
+    there): Jinja2 rewrites the traceback so that a template's frames carry its file name and line."""
+    loader = env.loader
+    root = Path(loader.searchpath[0]) if isinstance(loader, jinja2.FileSystemLoader) else None
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename)
+        if root is not None and path.is_relative_to(root) and frame.lineno:
+            return f"templates/{path.relative_to(root)}:{frame.lineno}"
+    return f"templates/{name}"
+
+
 def _render_file(env: jinja2.Environment, name: str, context: Mapping[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        raise RenderError(f"templates/{exc.name or name}:{exc.lineno}: {exc.message}: fix the template") from None
+        message = (exc.message or "syntax error").rstrip(".")
+        raise RenderError(f"templates/{exc.name or name}:{exc.lineno}: {message}: fix the template") from None
     except jinja2.UndefinedError as exc:
-        raise RenderError(f"templates/{name}: {exc.message}: define it or fix the name") from None
+        where = _template_line(exc, env, name)
+        raise RenderError(f"{where}: {exc.message}: define it or fix the name") from None
+    except jinja2.TemplateNotFound as exc:
+        where = _template_line(exc, env, name)
+        raise RenderError(f"{where}: template {exc.name!r} does not exist: fix the name or add the file") from None
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError) as exc:  # a filter or expression failed
+        where = _template_line(exc, env, name)
+        raise RenderError(f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())}: fix the template") from None
 
 
 def packer_template(spec: BuildSpec, packer_version: tuple[int, int, int]) -> tuple[str, str]:

@@ -4,14 +4,47 @@ skipped when the variant was unchanged and failed when the variant failed)."""
 
 from __future__ import annotations
 
+import datetime
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 from xml.etree import ElementTree
 
-if TYPE_CHECKING:
-    from bakery.nightly import NightlyRun, VariantResult
+from bakery.config import BuildSpec
+from bakery.pipeline import BakeReport
+
+Action = Literal["skipped", "baked", "would bake", "failed", "not run"]
+
+
+@dataclass
+class VariantResult:
+    """What the nightly did with one variant, and why."""
+
+    spec: BuildSpec
+    action: Action = "not run"
+    reason: str = ""
+    bake: BakeReport | None = None
+    head_before: str = ""
+    head_after: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class NightlyRun:
+    """One nightly run of an environment."""
+
+    env_name: str
+    started: datetime.datetime
+    results: list[VariantResult] = field(default_factory=list)
+    finished: datetime.datetime | None = None
+    git_sha: str = "nogit"
+    coverage: dict[str, Any] | None = None  # the fleet's coverage (bakery.gce.coverage.nightly_section)
+
+    @property
+    def failed(self) -> list[VariantResult]:
+        return [r for r in self.results if r.action in ("failed", "not run")]
+
 
 JSON_FILE = "nightly.json"
 MARKDOWN_FILE = "nightly.md"
@@ -43,6 +76,7 @@ def to_dict(nightly: NightlyRun, *, bakery_version: str) -> dict[str, Any]:
             for a in ("baked", "skipped", "would bake", "failed", "not run")
         },
         "variants": [_variant(r) for r in nightly.results],
+        **({"coverage": nightly.coverage} if nightly.coverage is not None else {}),
     }
 
 
@@ -117,7 +151,30 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"- manifest: {v['manifest']} ({v['packages']} packages)")
         if v["retention_deleted"]:
             lines.append("- retention deleted: " + ", ".join(v["retention_deleted"]))
+    if "coverage" in report:
+        lines += _coverage_markdown(report["coverage"])
     return "\n".join(lines) + "\n"
+
+
+def _coverage_markdown(section: dict[str, Any]) -> list[str]:
+    """The coverage section: counts, projects not counted, then every uncovered VM."""
+    if "error" in section:
+        return ["", "## Fleet coverage: not measured", "", f"- {section['error']}"]
+    lines = [
+        "",
+        f"## Fleet coverage: {section['coverage_pct']}%",
+        "",
+        f"{section['total']} VMs in {', '.join(section['projects'])}: {section['current']} current, "
+        f"{section['stale']} stale, {section['uncovered']} uncovered, {section['unknown']} unknown, "
+        f"{section['exempt']} exempt",
+    ]
+    lines += [f"- not counted: {error}" for error in section["errors"]]
+    if section["uncovered_vms"]:
+        lines += ["", "| uncovered VM | image | template | MIG | reason |", "|---|---|---|---|---|"]
+        for vm in section["uncovered_vms"]:
+            cells = (f"{vm['project']}/{vm['zone']}/{vm['name']}", vm["image"], vm["template"], vm["mig"], vm["reason"])
+            lines.append("| " + " | ".join(_cell(c) or "–" for c in cells) + " |")
+    return lines
 
 
 def _cell(text: str) -> str:

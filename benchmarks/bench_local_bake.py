@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bakery.identity import Identity  # noqa: E402
 from bakery.local.baseimage import ensure_base_image  # noqa: E402
 from bakery.render import TEMPLATE_FILE, VARS_FILE  # noqa: E402
 
@@ -76,6 +77,8 @@ def main() -> None:
             "accelerator": "tcg",
             "ssh_private_key_file": str(base.ssh_key),
             "output_directory": str(out),
+            # provision/80-identity.sh refuses to bake without the image identity the pipeline passes.
+            **Identity(f"raw-{run}", "debian-12", "0" * 64).packer_variables(),
         }
         argv = ["packer", "build", "-force", f"-var-file={VARS_FILE}"]
         for key, value in variables.items():

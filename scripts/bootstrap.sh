@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine (as root) for osquery-bakery: system packages, virtualenv, the project.
-# Idempotent: installs only what is missing. Usage: scripts/bootstrap.sh
+# Idempotent: installs only what is missing. Usage: scripts/bootstrap.sh [--print-packages]
+# (--print-packages: print the Debian packages it would make sure of, one a line, and change nothing)
 set -o errexit -o nounset -o pipefail
 
 cd "$(dirname "$0")/.."
 VENV=${BAKERY_VENV:-.venv}
 
-# Debian packages: packer (1.6.6 in Debian 12), QEMU + tools for the local target, mmdebstrap for the
-# base image and the provisioning tests, shellcheck and rsyslog for the checks, ssh for testinfra.
-PACKAGES=(packer qemu-system-x86 qemu-utils mmdebstrap shellcheck rsyslog openssh-client dpkg-dev
-          e2fsprogs fdisk python3-venv ca-certificates logrotate)
+# Debian packages: the `apt` rows of scripts/host-tools.txt, the one list of the commands the project runs
+# on the host (tests/unit/test_host_tools.py checks it against the code, the tests and these scripts).
+TABLE=scripts/host-tools.txt
+PACKAGES=()
+while read -r command package kind _; do
+    [[ -z $command || $command == \#* || $kind != apt ]] && continue
+    [[ " ${PACKAGES[*]} " == *" $package "* ]] || PACKAGES+=("$package")
+done <"$TABLE"
+if ((${#PACKAGES[@]} == 0)); then
+    echo "bootstrap: $TABLE lists no apt package: restore it from git" >&2
+    exit 2
+fi
+if [[ ${1:-} == --print-packages ]]; then
+    printf '%s\n' "${PACKAGES[@]}"
+    exit 0
+fi
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

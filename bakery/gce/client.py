@@ -41,6 +41,10 @@ class ComputeApiError(RegistryError):
     """A Compute Engine call failed (after retries, if the error was transient)."""
 
 
+class ComputeNotFound(ComputeApiError):
+    """The resource does not exist (HTTP 404)."""
+
+
 class OperationFailed(ComputeApiError):
     """A long-running operation finished with an error."""
 
@@ -197,7 +201,7 @@ class ComputeClients:
             )
         message = _one_line(_message(exc))
         if isinstance(exc, api_exceptions.NotFound):
-            return ComputeApiError(f"{what} not found in project {self.project}")
+            return ComputeNotFound(f"{what} not found in project {self.project}")
         if isinstance(exc, api_exceptions.Conflict):
             return ComputeApiError(f"{what} already exists in project {self.project}")
         if isinstance(exc, api_exceptions.PreconditionFailed):

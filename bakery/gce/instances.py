@@ -20,11 +20,10 @@ from pathlib import Path
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from bakery import gcloud, proc
+from bakery import gcloud, proc, ssh
 from bakery.config import GceSettings
 from bakery.errors import CommandError, RegistryError, VMError
 from bakery.gce.client import ComputeApiError, ComputeClients
-from bakery.local import ssh
 
 TEST_USER = "bakery-test"
 SSH_PORT = 22
@@ -149,7 +148,7 @@ def render_ssh_config(
         alias=alias, port=port, user=user, identity=identity, control_path=control_path, connect_timeout=connect_timeout
     )
     lines = local.splitlines(keepends=True)
-    assert lines[1].strip() == "HostName 127.0.0.1", "bakery.local.ssh.render_config changed its layout"
+    assert lines[1].strip() == "HostName 127.0.0.1", "bakery.ssh.render_config changed its layout"
     lines[1] = f"  HostName {hostname}\n"
     if proxy_command:
         lines.insert(2, f"  ProxyCommand {shlex.join(proxy_command)}\n")

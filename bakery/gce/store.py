@@ -33,9 +33,9 @@ from typing import Any
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from bakery.errors import RegistryError
+from bakery.errors import ImageNotFoundError, RegistryError
 from bakery.gce import consumers
-from bakery.gce.client import ComputeApiError, ComputeClients
+from bakery.gce.client import ComputeApiError, ComputeClients, ComputeNotFound
 from bakery.images import (
     DeprecationState,
     ImageRecord,
@@ -73,7 +73,10 @@ class GceImageStore:
     def get(self, name: str) -> ImageRecord:
         validate_name(name)
         request = compute_v1.GetImageRequest(project=self.project, image=name)
-        return to_record(self.clients.call(f"image {name!r}", self.clients.images.get, request))
+        try:
+            return to_record(self.clients.call(f"image {name!r}", self.clients.images.get, request))
+        except ComputeNotFound as exc:
+            raise ImageNotFoundError(str(exc)) from None
 
     def list(self, family: str | None = None) -> builtins.list[ImageRecord]:
         request = compute_v1.ListImagesRequest(project=self.project, max_results=self.page_size)

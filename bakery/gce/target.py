@@ -29,7 +29,7 @@ from pathlib import Path
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
-from bakery import packer_plugins, proc, render
+from bakery import packer_plugins, proc, render, ssh
 from bakery.config import BuildSpec, GceSettings
 from bakery.encode import label_value
 from bakery.errors import ConfigError, RegistryError
@@ -39,9 +39,8 @@ from bakery.gce.client import ComputeApiError, ComputeClients, resolve_endpoint
 from bakery.gce.instances import TEST_USER, Instances, booted_instance, instance_resource
 from bakery.gce.store import GceImageStore
 from bakery.images import ImageRecord, ImageStore
-from bakery.local import ssh
-from bakery.local.vm import RunningVM, TestOutcome, run_image_tests
-from bakery.pipeline import Say, git_sha
+from bakery.imagetest import RunningVM, TestOutcome, run_image_tests
+from bakery.target import Say, git_sha
 
 #: Labels of one run; never copied into a published image.
 RUN_LABELS = frozenset({"bakery-run-id", "bakery-expires", "bakery-failed", "bakery-role"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ PACKS_DIR = Path("etc/osquery/packs")
 FLUENTD_CONF = Path("etc/fluent/fluentd.conf")
 FLUENTD_SNIPPETS = "etc/fluent/conf.d/*.conf"
 RSYSLOG_SNIPPETS = "etc/rsyslog.d/*.conf"
+PLATFORMS = ("linux", "darwin", "windows")  # what lint_osquery checks queries against
 _POS_FILE = re.compile(r"^\s*pos_file\s+(\S+)")
 
 
@@ -29,7 +31,8 @@ def lint_tree(
     flags: dict[str, str | bool | int],
     platform: str = "linux",
 ) -> list[Finding]:
-    """Lint a rendered ``files/`` tree (paths in findings are as rendered)."""
+    """Lint a rendered ``files/`` tree. A finding in a pack names the project's ``packs/NAME.conf`` (the
+    rendered copy is byte-identical, so lines match); other files are named as rendered."""
     findings = lint_osquery(
         [files / OSQUERY_CONF],
         platform=platform,
@@ -45,7 +48,15 @@ def lint_tree(
     findings += _shared_pos_files(snippets)
     for snippet in sorted(files.glob(RSYSLOG_SNIPPETS)):
         findings += lint_rsyslog(snippet)
-    return findings
+    return [dataclasses.replace(f, file=_source_file(files, f.file)) for f in findings]
+
+
+def _source_file(files: Path, where: str) -> str:
+    """``packs/NAME.conf[:LINE]`` for a rendered pack (render copies packs/NAME.conf verbatim), else ``where``."""
+    packs = f"{files / PACKS_DIR}/"
+    if not where.startswith(packs):
+        return where
+    return f"packs/{where.removeprefix(packs)}"
 
 
 def _shared_pos_files(snippets: list[Path]) -> list[Finding]:
@@ -79,6 +90,8 @@ def lint_settings(
     """Lint ``paths`` (osquery files), or render every variant of ``env`` and lint the result."""
     if output_format not in ("text", "json"):
         raise ConfigError(f"--format {output_format!r} is not supported: use text or json")
+    if platform not in PLATFORMS:
+        raise ConfigError(f"--platform {platform!r} is not an osquery platform: use one of {', '.join(PLATFORMS)}")
     osquery = settings.config.osquery
     specs = settings.specs(env)
     if paths:

@@ -13,7 +13,6 @@ happens in ``<cache_dir>/.base-build-*`` and is renamed into place; any failure 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shlex
@@ -25,38 +24,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bakery import proc
+from bakery.baserecipe import (
+    BUILD_USER,
+    CUSTOMIZE_SCRIPT,
+    DISK_MIB,
+    GRUB_MARKER,
+    PACKAGES,
+    RECIPE_VERSION,
+    ROOT_LABEL,
+    SUITE,
+    content_key,
+)
 from bakery.errors import VMError
 from bakery.local.files import file_lock, remove_tree, write_json_atomic
-from bakery.local.ssh import generate_key
 from bakery.local.vm import QEMU, boot_vm, qemu_accel_args
+from bakery.ssh import generate_key
 
-SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-BUILD_USER = "packer"
-ROOT_LABEL = "bakery-root"
-DISK_MIB = 4096
-RECIPE_VERSION = 1
-
-# Boot, network and SSH, then what image provisioning needs anyway (so bakes need no apt in the slow VM).
-PACKAGES = (
-    "systemd-sysv",
-    "udev",
-    "dbus",
-    "systemd-resolved",
-    "iproute2",
-    "linux-image-cloud-amd64",
-    "initramfs-tools",
-    "e2fsprogs",
-    "grub-pc",
-    "openssh-server",
-    "sudo",
-    "procps",
-    "ca-certificates",
-    "gnupg",
-    "rsyslog",
-    "logrotate",
-    "acl",
-)
 
 TOOLS = {
     "mmdebstrap": "mmdebstrap",
@@ -67,68 +51,6 @@ TOOLS = {
     "ssh-keygen": "openssh-client",
     "ssh": "openssh-client",
 }
-
-# Runs on the host as an mmdebstrap customize hook: $1 = chroot, $2 = public key file, $3 = build user.
-CUSTOMIZE_SCRIPT = r"""set -o errexit -o nounset
-root=$1 pubkey=$2 user=$3
-printf 'bakery\n' >"$root/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\tbakery\n::1\tlocalhost ip6-localhost\n' >"$root/etc/hosts"
-printf 'LABEL=bakery-root\t/\text4\terrors=remount-ro\t0\t1\n' >"$root/etc/fstab"
-ln -sf ../run/systemd/resolve/stub-resolv.conf "$root/etc/resolv.conf"
-printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$root/etc/systemd/network/80-bakery-dhcp.network"
-cat >"$root/etc/systemd/system/ssh-host-keys.service" <<'UNIT'
-[Unit]
-Description=Create missing SSH host keys (images ship none)
-Before=ssh.service
-
-[Service]
-Type=oneshot
-ExecStart=/usr/bin/ssh-keygen -A
-
-[Install]
-WantedBy=ssh.service
-UNIT
-chroot "$root" systemctl enable ssh-host-keys.service systemd-networkd.service systemd-resolved.service
-chroot "$root" useradd --create-home --shell /bin/bash --user-group --comment "bakery build user" "$user"
-install -d -m 0700 "$root/home/$user/.ssh"
-install -m 0600 "$pubkey" "$root/home/$user/.ssh/authorized_keys"
-chroot "$root" chown -R "$user:$user" "/home/$user/.ssh"
-printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$user" >"$root/etc/sudoers.d/90-bakery-build-user"
-chmod 0440 "$root/etc/sudoers.d/90-bakery-build-user"
-cat >"$root/etc/default/grub.d/50-bakery.cfg" <<'GRUB'
-GRUB_TIMEOUT=1
-GRUB_CMDLINE_LINUX_DEFAULT=""
-GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
-GRUB_TERMINAL="console serial"
-GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
-GRUB_DISABLE_OS_PROBER=true
-GRUB
-cat >"$root/usr/local/sbin/bakery-install-grub" <<'INIT'
-#!/bin/sh
-# PID 1 of the one boot that makes the disk boot by itself; deletes itself, then powers off.
-set -o errexit -o nounset
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mountpoint -q /proc || mount -t proc proc /proc
-mountpoint -q /sys || mount -t sysfs sysfs /sys
-mountpoint -q /dev || mount -t devtmpfs devtmpfs /dev
-mount -o remount,rw /
-grub-install --target=i386-pc /dev/vda
-update-grub
-echo 'grub-pc grub-pc/install_devices multiselect /dev/vda' | debconf-set-selections
-rm -f /usr/local/sbin/bakery-install-grub
-sync
-echo u >/proc/sysrq-trigger
-sleep 1
-echo BAKERY-GRUB-INSTALLED
-echo o >/proc/sysrq-trigger
-sleep 60
-INIT
-chmod 0755 "$root/usr/local/sbin/bakery-install-grub"
-rm -f "$root"/etc/ssh/ssh_host_*
-: >"$root/etc/machine-id"
-rm -f "$root/var/lib/dbus/machine-id"
-"""
-GRUB_MARKER = "BAKERY-GRUB-INSTALLED"
 
 
 @dataclass(frozen=True)
@@ -142,20 +64,6 @@ class BaseImage:
     suite: str
     kernel: str
     key: str
-
-
-def content_key(*, suite: str = SUITE, packages: tuple[str, ...] = PACKAGES) -> str:
-    """sha256 over everything that shapes the image (the SSH key is generated with, and kept by, it)."""
-    recipe = {
-        "recipe": RECIPE_VERSION,
-        "suite": suite,
-        "packages": sorted(packages),
-        "customize": CUSTOMIZE_SCRIPT,
-        "user": BUILD_USER,
-        "disk_mib": DISK_MIB,
-        "label": ROOT_LABEL,
-    }
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
 def ensure_base_image(

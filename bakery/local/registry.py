@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bakery.errors import RegistryError
+from bakery.errors import CorruptRecordError, ImageNotFoundError, RegistryError
 from bakery.images import (
     DeprecationState,
     ImageRecord,
@@ -66,9 +66,18 @@ class LocalRegistry:
         try:
             return _record_from_json(json.loads(path.read_text()), self.images_dir / name / DISK_NAME)
         except FileNotFoundError:
-            raise RegistryError(f"image {name!r} not found in registry {self.root}") from None
-        except (json.JSONDecodeError, KeyError, ValueError) as exc:
-            raise RegistryError(f"image record {path} is unreadable: {exc}") from exc
+            raise ImageNotFoundError(f"image {name!r} not found in registry {self.root}") from None
+        except OSError as exc:
+            raise CorruptRecordError(
+                f"image record {path} cannot be read ({exc.strerror}): make it a readable file, or remove the "
+                f"directory {path.parent} to drop image {name!r} from the registry"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            detail = f"missing key {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            raise CorruptRecordError(
+                f"image record {path} is unreadable ({detail}): restore it from a backup, or remove the directory "
+                f"{path.parent} to drop image {name!r} from the registry"
+            ) from None
 
     def list(self, family: str | None = None) -> builtins.list[ImageRecord]:
         if family is not None:

@@ -6,14 +6,16 @@ import shutil
 from pathlib import Path
 
 from bakery import proc, render
+from bakery.baserecipe import content_key
 from bakery.config import BuildSpec, LocalSettings
 from bakery.errors import VMError
 from bakery.images import ImageRecord, ImageStore
+from bakery.imagetest import TestOutcome, run_image_tests
 from bakery.local.accel import choose_accelerator
-from bakery.local.baseimage import BaseImage, content_key, ensure_base_image, load_base_image
+from bakery.local.baseimage import BaseImage, ensure_base_image, load_base_image
 from bakery.local.registry import LocalRegistry
-from bakery.local.vm import TestOutcome, boot_vm, run_image_tests
-from bakery.pipeline import Say
+from bakery.local.vm import boot_vm
+from bakery.target import Say
 
 BASE_BUILD_TIMEOUT = 1800.0
 MIN_FREE_BYTES = 4 * 1024**3  # base build ~1 GiB, bake output + registry copy ~0.4 GiB each, QEMU overlays

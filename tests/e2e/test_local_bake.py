@@ -6,6 +6,7 @@ and shared with the local-target integration tests; everything else lives under 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,8 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
+
+from tests.childsignals import sigint_default
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
@@ -86,6 +90,17 @@ def test_bake_publishes_a_tested_image(baked) -> None:
     assert manifest["stand_in"] is True
     assert manifest["tests"]["failed"] == 0 and manifest["tests"]["passed"] > 50
     assert Path(manifest["tests"]["junit"]).is_file()
+    # the image identity was checked in the booted image, and the SBOM is the image's, beside the run's manifest
+    cases = ElementTree.parse(manifest["tests"]["junit"]).getroot().iter("testcase")
+    passed = {c.get("name", "").split("[")[0] for c in cases if c.get("classname") == "test_identity" and not len(c)}
+    assert passed == {"test_identity_file", "test_osquery_decorates_with_identity", "test_decorators_not_disabled"}
+    sbom_path = Path(manifest["sbom"]["path"])
+    assert sbom_path == Path(manifest["tests"]["junit"]).parent / "bakery-sbom.cdx.json"
+    assert record["labels"]["sbom-sha256"] == hashlib.sha256(sbom_path.read_bytes()).hexdigest()[:63]
+    bom = json.loads(sbom_path.read_text())
+    assert bom["metadata"]["component"]["name"] == name
+    purls = {c["purl"].split("@")[0] for c in bom["components"]}
+    assert {"pkg:deb/debian/osquery", "pkg:deb/debian/fluent-package", "pkg:deb/debian/rsyslog"} <= purls
     assert (registry / "images" / name / "disk.qcow2").stat().st_size < 600 * 1024 * 1024
     assert not (tmp / "build" / "output" / "local" / "debian-12").exists()
 
@@ -148,6 +163,7 @@ def test_interrupt_leaves_nothing_behind(baked, signum: int, code: int, when: st
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=sigint_default,  # noqa: PLW1509 - SIGINT as at a terminal, even in a background test run
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 600

@@ -5,6 +5,11 @@ insert/get/list/getFromFamily/deprecate/delete/setLabels; instances insert/get/d
 getSerialPortOutput; globalOperations and zoneOperations get/wait; instanceTemplates get/list/aggregatedList
 and instanceGroupManagers aggregatedList (seeded by tests, zonal or regional); public images of other projects
 (``seed_public_image``: images.get/getFromFamily/list only, as for debian-cloud; anything else there is a 403).
+More projects of the fleet (``add_project``: another fake with the full API, served by the same server; any
+project the fake does not hold answers 403); VMs as the fleet's are (``seed_vm``: an instance with its boot
+disk, labels and metadata, e.g. a MIG's ``created-by``/``instance-template``). As the discovery document says
+of ``Disk.sourceImage`` ("If the source image is deleted, this field will not be set"), deleting an image
+clears that field from the disks made from it (``sourceImageId`` stays).
 Google's semantics where this project depends on them: name and label validation (400 invalid),
 404 notFound / 409 alreadyExists / 412 conditionNotMet error bodies, label fingerprints, list filters
 (``name``/``family``/``labels.KEY`` equality only; anything else is a 400), ``maxResults`` + ``pageToken``
@@ -136,6 +141,7 @@ class FakeCompute:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     migs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (zones/Z or regions/R, name)
     public_images: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # project -> name -> image
+    projects: dict[str, FakeCompute] = field(default_factory=dict)  # other projects of the fleet (add_project)
     operations: dict[str, _Operation] = field(default_factory=dict)
     request_ids: dict[str, str] = field(default_factory=dict)
     instance_ips: dict[str, str] = field(default_factory=dict)
@@ -175,12 +181,110 @@ class FakeCompute:
         with self.lock:
             self.faults[method].extend([Fault(status, delay, op_error, corrupt)] * times)
 
-    def seed_image(self, name: str, family: str = "", **extra: Any) -> dict[str, Any]:
-        """Add a READY image directly (e.g. a base image to copy from)."""
+    def seed_image(
+        self,
+        name: str,
+        family: str = "",
+        *,
+        created: datetime.datetime | None = None,
+        state: str = "",
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Add a READY image directly (e.g. a base image to copy from); ``created`` backdates it, ``state``
+        (DEPRECATED, OBSOLETE, DELETED) deprecates it."""
         with self.lock:
             image = self._new_image(name, {"name": name, "family": family, **extra} if family else {"name": name})
+            if created is not None:
+                image["creationTimestamp"] = _rfc3339(created)
+            if state:
+                image["deprecated"] = {"state": state}
             self.images[name] = image
             return image
+
+    def add_project(self, project: str) -> FakeCompute:
+        """Another project of the fleet, with the full API, served by this fake's server (its calls and
+        violations are recorded here); seed it like this one."""
+        with self.lock:
+            if project not in self.projects:
+                other = FakeCompute(project=project, op_polls=self.op_polls, discovery=self.discovery)
+                other._ids = self._ids  # ids stay unique across projects, as Google's are
+                self.projects[project] = other
+            return self.projects[project]
+
+    def seed_vm(
+        self,
+        zone: str,
+        name: str,
+        *,
+        image: str = "",
+        image_id: str = "",
+        snapshot: str = "",
+        labels: dict[str, str] | None = None,
+        metadata: dict[str, str] | None = None,
+        status: str = "RUNNING",
+        boot_disk: bool = True,
+    ) -> dict[str, Any]:
+        """Add an instance whose boot disk (named like it) was created from ``image`` (a full or partial
+        image URL, of any project: the image may not exist, e.g. when the VM's project cannot read it),
+        or from ``snapshot``, or blank; ``image_id`` is the disk's ``sourceImageId`` (default: the image's
+        id if the fake holds it). ``metadata`` becomes ``metadata.items``, e.g. a MIG's ``created-by``."""
+        with self.lock:
+            link = self._link(f"zones/{zone}/instances/{name}")
+            attached: list[dict[str, Any]] = []
+            if boot_disk:
+                disk = self._new_disk(zone, name, {}, "")
+                if image:
+                    full = image if image.startswith(LINK_BASE) else LINK_BASE + image.removeprefix("/")
+                    disk["sourceImage"] = full
+                    found = self._find_image(full)
+                    image_id = image_id or (found["id"] if found else self._id())
+                if image_id:
+                    disk["sourceImageId"] = image_id
+                if snapshot:
+                    disk["sourceSnapshot"] = self._link(f"global/snapshots/{snapshot}")
+                    disk["sourceSnapshotId"] = self._id()
+                disk["users"] = [link]
+                self.disks[zone, name] = disk
+                attached.append(
+                    {
+                        "kind": "compute#attachedDisk",
+                        "type": "PERSISTENT",
+                        "mode": "READ_WRITE",
+                        "boot": True,
+                        "autoDelete": True,
+                        "deviceName": "persistent-disk-0",
+                        "index": 0,
+                        "source": disk["selfLink"],
+                    }
+                )
+            instance: dict[str, Any] = {
+                "kind": "compute#instance",
+                "id": self._id(),
+                "creationTimestamp": self._timestamp(),
+                "name": name,
+                "machineType": self._link(f"zones/{zone}/machineTypes/e2-small"),
+                "status": status,
+                "zone": self._link(f"zones/{zone}"),
+                "selfLink": link,
+                "disks": attached,
+                "labelFingerprint": fingerprint(labels or {}),
+                "networkInterfaces": [{"name": "nic0", "networkIP": self.default_ip}],
+            }
+            if labels:
+                instance["labels"] = dict(labels)
+            if metadata:
+                instance["metadata"] = {
+                    "kind": "compute#metadata",
+                    "fingerprint": fingerprint(metadata),
+                    "items": [{"key": k, "value": v} for k, v in metadata.items()],
+                }
+            self.instances[zone, name] = instance
+            return instance
+
+    def delete_image(self, name: str) -> None:
+        """What images.delete does to an image of this project (see the module docstring)."""
+        with self.lock:
+            self._forget_image(self.images.pop(name)["selfLink"])
 
     def seed_public_image(
         self, project: str, name: str, family: str, *, deprecated: bool = False, labels: dict[str, str] | None = None
@@ -315,10 +419,13 @@ class FakeCompute:
                 project = params.pop("project")
                 if project == self.project:
                     response = handler(params=params, query=query, body=body, fault=fault)
+                elif project in self.projects:
+                    other = self.projects[project]
+                    response = getattr(other, handler.__name__)(params=params, query=query, body=body, fault=fault)
                 elif project in self.public_images and method.id in PUBLIC_READS:
                     response = self._public_read(project, method.id, params, query)
                 else:
-                    raise ApiError(403, f"fake: only project {self.project} exists", "forbidden")
+                    raise ApiError(403, f"fake: no access to project {project} (not a project it holds)", "forbidden")
             except ApiError as exc:
                 return exc.code, exc.body(), fault.delay
             except Exception as exc:  # noqa: BLE001 - a bug in the fake: fail the test loudly, not as a 5xx
@@ -392,9 +499,34 @@ class FakeCompute:
 
     def _images_delete(self, *, params: dict[str, str], query: Query, fault: Fault, **_: Any) -> Json:
         image = self._image(params["image"])
-        return self._mutation(
-            query, "delete", f"global/images/{image['name']}", lambda: self.images.pop(image["name"]), fault
+
+        def effect() -> None:
+            self.images.pop(image["name"])
+            self._forget_image(image["selfLink"])
+
+        return self._mutation(query, "delete", f"global/images/{image['name']}", effect, fault)
+
+    def _forget_image(self, link: str) -> None:
+        """A deleted image's disks keep ``sourceImageId`` but lose ``sourceImage`` (discovery document)."""
+        for fake in (self, *self.projects.values()):
+            for disk in fake.disks.values():
+                if disk.get("sourceImage") == link:
+                    del disk["sourceImage"]
+
+    def _find_image(self, link: str) -> dict[str, Any] | None:
+        """The image at ``link`` if this fake (or one of its projects, or a public project) holds it."""
+        match = IMAGE_REF_RE.match(link)
+        if not match or not match["name"]:
+            return None
+        project, name = match["project"] or self.project, match["name"]
+        pool = (
+            self.images
+            if project == self.project
+            else self.projects[project].images
+            if project in self.projects
+            else self.public_images.get(project, {})
         )
+        return pool.get(name)
 
     def _images_setlabels(self, *, params: dict[str, str], query: Query, body: dict[str, Any], fault: Fault) -> Json:
         image = self._image(params["resource"])
@@ -705,7 +837,8 @@ class FakeCompute:
         if labels:
             disk["labels"] = dict(labels)
         if source_image:
-            disk["sourceImage"] = self._resolve_image(source_image, "sourceImage")["selfLink"]
+            source = self._resolve_image(source_image, "sourceImage")
+            disk["sourceImage"], disk["sourceImageId"] = source["selfLink"], source["id"]
         return disk
 
     def _disk(self, zone: str, name: str) -> dict[str, Any]:
@@ -781,6 +914,11 @@ class FakeCompute:
 
 Json = dict[str, Any]
 Query = dict[str, list[str]]
+
+
+def _rfc3339(when: datetime.datetime) -> str:
+    """``when`` in Compute's RFC 3339 style (ms, offset), like the fake's own timestamps."""
+    return when.astimezone(datetime.timezone(datetime.timedelta(hours=-8))).isoformat(timespec="milliseconds")
 
 
 def fingerprint(labels: dict[str, str]) -> str:

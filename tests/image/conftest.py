@@ -1,13 +1,16 @@
 """The image test suite: testinfra checks of a booted image (local QEMU or GCE) over SSH.
 
     python -m pytest tests/image --hosts=ssh://NAME --ssh-config=FILE \
-        --expectations=build/<env>/<variant>/expectations.json [--injected-pubkey=KEY.pub ...] [--sudo]
+        --expectations=build/<env>/<variant>/expectations.json [--injected-pubkey=KEY.pub ...] [--sudo] \
+        [--identity=build/runs/<image>/image-identity.json]
 
 ``expectations.json`` (rendered by ``bakery.imagefiles.expectations``) says what this image must carry.
 ``--injected-pubkey`` names public keys the test harness itself put on the VM to log in (the only keys
-allowed in the build user's or root's authorized_keys). Checks that need the real osquery or Fluentd
-binaries are skipped on stand-in images; checks that need a running systemd are skipped when
-/run/systemd/system is absent (an image root reached without booting it, as in the suite's own tests).
+allowed in the build user's or root's authorized_keys). ``--identity`` names the bake's
+image-identity.json (bakery/identity.py): the name, variant and input fingerprint the image must carry.
+Checks that need the real osquery or Fluentd binaries are skipped on stand-in images; checks that need a
+running systemd are skipped when /run/systemd/system is absent (an image root reached without booting
+it, as in the suite's own tests).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         help="public key file the harness injected to log in (repeatable)",
+    )
+    group.addoption(
+        "--identity",
+        help="image-identity.json of the bake (bakery/identity.py): the identity the image must carry",
     )
 
 
@@ -108,6 +115,19 @@ def seal(host: Any, expect: dict[str, Any]) -> dict[str, Any]:
     marker = host.file(expect["seal"]["marker"])
     assert marker.exists, f"{expect['seal']['marker']} is missing: the image was never sealed"
     data: dict[str, Any] = json.loads(marker.content_string)
+    return data
+
+
+@pytest.fixture(scope="session")
+def identity(pytestconfig: pytest.Config) -> dict[str, Any]:
+    """The bake's image identity (``--identity``, written by the pipeline before the test stage)."""
+    path = pytestconfig.getoption("--identity")
+    if not path:
+        pytest.skip("no --identity: the bake passes the image identity it gave Packer (bakery/identity.py)")
+    try:
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise pytest.UsageError(f"--identity={path}: cannot read it: {exc}") from None
     return data
 
 

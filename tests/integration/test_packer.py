@@ -15,6 +15,7 @@ import pytest
 from bakery.errors import PackerError
 from bakery.packer import Packer, artifact_ids, detect_version, parse_line
 from bakery.proc import pid_alive
+from tests.childsignals import sigint_default
 
 FILE_TEMPLATE = """
 variable "greeting" {
@@ -123,7 +124,11 @@ def test_signal_stops_packer_and_its_children(tmp_path: Path, signum: int, code:
         )
     )
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2]
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+        preexec_fn=sigint_default,  # noqa: PLW1509 - SIGINT as at a terminal, even in a background test run
     )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60

@@ -3,32 +3,12 @@ nothing written under the build directory. Runs the real ``invoke`` CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-INVOKE = [sys.executable, "-m", "invoke"]
-
-
-def run_invoke(tmp_path: Path, runtime_yaml: str | None, *args: str, env: dict[str, str] | None = None):
-    build = tmp_path / "build"
-    text = f"bakery:\n  build_dir: {build}\n" + (runtime_yaml or "")
-    runtime = tmp_path / "runtime.yaml"
-    runtime.write_text(text)
-    proc = subprocess.run(
-        [*INVOKE, "-f", str(runtime), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
-    return proc, build
-
+from bakery.config import MAX_LABELS, RESERVED_LABELS
+from tests.unit.invoke_cli import run_invoke
 
 CASES = [
     # (id, runtime yaml (indented under bakery:), args, env, expected substrings)
@@ -51,7 +31,7 @@ CASES = [
         "  environments:\n    local:\n      family: Osquery_{variant}\n",
         ["render"],
         {},
-        ["bakery.environments.local.family: gives 'Osquery_debian-12'", "GCE's name rule"],
+        ["bakery.environments.local.family: 'Osquery_{variant}' gives 'Osquery_debian-12'", "GCE's name rule"],
     ),
     (
         "family-too-long",
@@ -79,7 +59,7 @@ CASES = [
         "  environments:\n    local:\n      labels: {" + ", ".join(f"k{i}: v" for i in range(65)) + "}\n",
         ["render"],
         {},
-        ["65 labels", "so at most 48"],
+        ["65 labels", f"so at most {MAX_LABELS - len(RESERVED_LABELS)}"],
     ),
     (
         "gce-missing-topic",
@@ -93,7 +73,7 @@ CASES = [
         "  environments:\n    gstg:\n      pubsub: null\n",
         ["render", "--env", "gstg"],
         {},
-        ["config: Can't cleanly merge", "give the keys instead"],
+        ["runtime.yaml: bakery.environments.gstg.pubsub: got None", "invoke.yaml has a section there"],
     ),
     (
         "bad-topic",
@@ -185,7 +165,7 @@ CASES = [
         "",
         ["render"],
         {"INVOKE_BAKERY_TIMEOUTS_BOOT": "soon"},
-        ["INVOKE_", "wrong type"],
+        ["environment variable INVOKE_BAKERY_TIMEOUTS_BOOT='soon'", "bakery.timeouts.boot", "is not a finite number"],
     ),
     (
         "reserved-label",
@@ -250,7 +230,8 @@ CASES = [
 
 @pytest.mark.parametrize(("runtime", "args", "env", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_config_is_one_clear_line(tmp_path: Path, runtime: str, args: list[str], env, expected) -> None:
-    proc, build = run_invoke(tmp_path, runtime, *args, env=env)
+    run = run_invoke(tmp_path, runtime, *args, env=env)
+    proc, build = run.proc, run.build
     assert proc.returncode == 2, proc.stderr + proc.stdout
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -261,27 +242,27 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, runtime: str, args: list[s
 
 
 def test_a_bad_webhook_url_is_not_echoed(tmp_path: Path) -> None:
-    proc, _ = run_invoke(tmp_path, "  notify:\n    webhook_url: https://hooks.example.org:abc/s3cret\n", "nightly")
+    proc = run_invoke(tmp_path, "  notify:\n    webhook_url: https://hooks.example.org:abc/s3cret\n", "nightly").proc
     assert proc.returncode == 2 and "s3cret" not in proc.stderr + proc.stdout, proc.stderr
 
 
 def test_error_names_the_file_that_set_the_key(tmp_path: Path) -> None:
-    proc, _ = run_invoke(tmp_path, "  environments:\n    local:\n      labels: {Team: x}\n", "render")
+    proc = run_invoke(tmp_path, "  environments:\n    local:\n      labels: {Team: x}\n", "render").proc
     assert proc.stderr.startswith(f"error: {tmp_path / 'runtime.yaml'}: "), proc.stderr
 
 
 def test_error_names_the_environment_variable(tmp_path: Path) -> None:
-    proc, _ = run_invoke(tmp_path, None, "render", env={"INVOKE_BAKERY_ENVIRONMENTS_LOCAL_FAMILY": "Bad"})
+    proc = run_invoke(tmp_path, None, "render", env={"INVOKE_BAKERY_ENVIRONMENTS_LOCAL_FAMILY": "Bad"}).proc
     assert proc.returncode == 2
     assert "environment variable INVOKE_BAKERY_ENVIRONMENTS_LOCAL_FAMILY" in proc.stderr, proc.stderr
 
 
 def test_unwritable_build_dir_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    proc, _ = run_invoke(tmp_path, "  build_dir: /proc/bakery-cannot-write-here\n", "render")
-    assert proc.returncode == 1
+    proc = run_invoke(tmp_path, "  build_dir: /proc/bakery-cannot-write-here\n", "render").proc
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "/proc/bakery-cannot-write-here" in lines[0], proc.stderr
+    assert len(lines) == 1 and "bakery.build_dir: '/proc/bakery-cannot-write-here'" in lines[0], proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -297,8 +278,10 @@ def test_unwritable_build_dir_is_one_line_not_a_traceback(tmp_path: Path) -> Non
     ids=["unknown-flag", "negative-uint-flag", "cli-only-option"],
 )
 def test_bad_osquery_flag_is_one_clear_line(tmp_path: Path, runtime: str, expected: str) -> None:
-    proc, build = run_invoke(tmp_path, runtime, "render")
+    run = run_invoke(tmp_path, runtime, "render")
+    proc, build = run.proc, run.build
     assert proc.returncode == 2, proc.stderr + proc.stdout
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert lines[0].startswith(f"error: {run.runtime}: "), lines[0]  # the file that set the flag
     assert not build.exists(), sorted(build.rglob("*"))

@@ -506,8 +506,8 @@ QEMU_SOURCE = 'source "qemu" "osquery"'
         ),
         pytest.param(
             "local",
-            "  headless         = true\n",
-            "  headless         = true\n  qemu_img_args = []\n  floppy_label {\n  }\n",
+            '  qemu_img_args {\n    convert = ["-o", "compression_type=zstd"]\n  }\n',
+            "  qemu_img_args = []\n  floppy_label {\n  }\n",
             [
                 f"{QEMU_SOURCE}: qemu_img_args: qemu 1.1.4 takes it as a block (block:BlockSpec), not an attribute",
                 f"{QEMU_SOURCE}: floppy_label: qemu 1.1.4 takes it as an attribute (String), not a block",

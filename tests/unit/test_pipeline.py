@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bakery import cli, pipeline
+from bakery import cli, pipeline, targets
 from bakery.config import BuildSpec, Retention
 from bakery.errors import VMError
 from bakery.images import KEPT_ROLLBACK
 from bakery.local.registry import LocalRegistry
 from bakery.local.target import check_free_space
+from bakery.target import image_name
 
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 NOW = datetime.datetime(2026, 11, 27, 15, 4, 5, tzinfo=datetime.UTC)
@@ -29,7 +30,7 @@ NOW = datetime.datetime(2026, 11, 27, 15, 4, 5, tzinfo=datetime.UTC)
     ],
 )
 def test_image_name_follows_gce_rules(family: str, sha: str, expected: str) -> None:
-    name = pipeline.image_name(family, NOW, sha)
+    name = image_name(family, NOW, sha)
     assert name == expected
     assert NAME_RE.match(name) and len(name) <= 63
 
@@ -44,7 +45,7 @@ def test_dry_run_plan_changes_nothing(tmp_path: Path) -> None:
     settings = cli.project_settings()
     spec = settings.specs("local")[0]
     spec = type(spec)(spec.config, spec.env_name, spec.variant_name, tmp_path)
-    target = pipeline.target_for(spec)
+    target = targets.target_for(spec)
     lines = pipeline.plan(spec, target)
     assert lines[0] == "environment local, variant debian-12, artifact source stand-in"
     assert "publish into family osquery-debian-12 (current head: none)" in lines
@@ -57,7 +58,7 @@ def test_dry_run_plan_names_exactly_what_local_retention_deletes(tmp_path: Path)
     env = spec.env.model_copy(update={"retention": Retention(keep=3, max_age_days=30)})
     config = spec.config.model_copy(update={"environments": {**spec.config.environments, "local": env}})
     spec = BuildSpec(config, "local", spec.variant_name, tmp_path)
-    target = pipeline.target_for(spec)
+    target = targets.target_for(spec)
     registry = target.store
     assert isinstance(registry, LocalRegistry)
     disk = tmp_path / "disk.qcow2"
@@ -93,7 +94,7 @@ def test_gce_environments_get_the_gce_target(monkeypatch: pytest.MonkeyPatch) ->
     # An http:// endpoint means anonymous credentials: nothing looks for Google credentials or contacts Google.
     monkeypatch.setenv("BAKERY_COMPUTE_ENDPOINT", "http://127.0.0.1:9")
     spec = cli.project_settings().specs("gstg")[0]
-    assert isinstance(pipeline.target_for(spec), GceTarget)
+    assert isinstance(targets.target_for(spec), GceTarget)
 
 
 def test_promote_copies_into_the_family(tmp_path: Path) -> None:
@@ -105,7 +106,7 @@ def test_promote_copies_into_the_family(tmp_path: Path) -> None:
     settings = cli.project_settings()
     spec = settings.specs("local")[0]
     spec = type(spec)(spec.config, spec.env_name, spec.variant_name, tmp_path)
-    target = pipeline.target_for(spec)
+    target = targets.target_for(spec)
     target.store = registry
     said: list[str] = []
     assert pipeline.promote(spec, target, "old-image", said.append, dry_run=True) is None

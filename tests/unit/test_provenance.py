@@ -14,7 +14,7 @@ import pytest
 
 from bakery import notify, provenance
 from bakery.errors import ProvenanceError
-from bakery.local.vm import Package, parse_dpkg_query
+from bakery.imagetest import Package, parse_dpkg_query
 
 ROOT = Path(__file__).resolve().parents[2]
 OSQUERY_CONF = '{\n  "options": {},\n  "packs": {"compliance": "/etc/osquery/packs/compliance.conf"}\n}\n'
@@ -113,9 +113,11 @@ def test_invoke_diff_of_two_manifest_files(tmp_path: Path) -> None:
         [sys.executable, "-m", "invoke", "diff", str(a), str(b)], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[:4] == [
+    assert proc.stdout.splitlines()[:6] == [
         "diff osquery-debian-12-a -> osquery-debian-12-b",
         "packages: 3 -> 1",
+        f"  list of old: manifest {a} (it records no SBOM)",
+        f"  list of new: manifest {b} (it records no SBOM)",
         "  - libssl3:amd64 3.0.11-1",
         "  ~ osquery:amd64 5.22.1-1.linux -> 5.23.1-1.linux",
     ]

@@ -153,7 +153,7 @@ def test_template_error_names_template_and_line(tmp_path: Path) -> None:
     (tmp_path / "bad.j2").write_text("ok\n{{ missing_value }}\n")
     (tmp_path / "syntax.j2").write_text("line one\n{% if %}\n")
     env = render.jinja_env(tmp_path)
-    with pytest.raises(RenderError, match=r"templates/bad.j2: 'missing_value' is undefined"):
+    with pytest.raises(RenderError, match=r"templates/bad.j2:2: 'missing_value' is undefined"):
         render._render_file(env, "bad.j2", {})
     with pytest.raises(RenderError, match=r"templates/syntax.j2:2: "):
         render._render_file(env, "syntax.j2", {})

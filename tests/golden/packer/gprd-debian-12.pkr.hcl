@@ -131,6 +131,19 @@ variable "zone" {
 }
 
 
+# The image identity (bakery/identity.py): known only when a bake starts, so it is passed with -var and is
+# not part of the rendered tree or its input fingerprint. Empty for `packer validate`; provision/80-identity.sh
+# refuses to bake without it.
+variable "image_identity" {
+  type    = string
+  default = ""
+}
+
+variable "image_identity_osquery" {
+  type    = string
+  default = ""
+}
+
 
 # The bake pins the exact source image it resolved from the public family (it is part of the input
 # fingerprint); the family itself is used only when none was given (e.g. packer validate).
@@ -199,9 +212,13 @@ build {
   }
 
   provisioner "shell" {
-    scripts          = var.provision_scripts
-    environment_vars = var.provision_env
-    execute_command  = "chmod +x {{ .Path }}; sudo env {{ .Vars }} bash '{{ .Path }}'"
+    scripts = var.provision_scripts
+    # provision/80-identity.sh (before the seal) writes the image identity from these runtime variables.
+    environment_vars = concat(var.provision_env, [
+      "BAKERY_IDENTITY=${var.image_identity}",
+      "BAKERY_IDENTITY_OSQUERY=${var.image_identity_osquery}",
+    ])
+    execute_command = "chmod +x {{ .Path }}; sudo env {{ .Vars }} bash '{{ .Path }}'"
   }
 
   post-processor "manifest" {

@@ -47,6 +47,7 @@ provision_scripts       = [
   "provision/60-files.sh",
   "provision/65-apparmor.sh",
   "provision/70-services.sh",
+  "provision/80-identity.sh",
   "provision/90-seal.sh",
 ]
 scopes                  = ["https://www.googleapis.com/auth/cloud-platform"]

@@ -12,7 +12,7 @@ from bakery.errors import PackerError
 from bakery.gce.client import ComputeClients
 from bakery.gce.retry import RetryPolicy
 from bakery.gce.target import SuiteRun
-from bakery.local.vm import RunningVM, TestOutcome, parse_junit
+from bakery.imagetest import RunningVM, TestOutcome, parse_junit
 from tests.fakes.compute import FakeCompute
 
 PROJECT = "bakery-test"

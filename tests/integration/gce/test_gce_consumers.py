@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bakery import pipeline
+from bakery.errors import ConfigError
 from bakery.gce import consumers
 from bakery.gce.client import ComputeClients
 from bakery.gce.target import GceTarget
@@ -95,4 +98,16 @@ def test_promote_shows_the_blast_radius_first(fake: FakeCompute, clients: Comput
     pipeline.promote(spec, GceTarget(spec, clients=clients), f"{FAMILY}-r1", lines.append, dry_run=True)
     assert lines[0].startswith(f"plan (dry run): copy {FAMILY}-r1 as ")
     assert lines[1] == f"blast radius of {FAMILY}: 6 consumer(s)"
+    assert mutations(fake) == []
+
+
+def test_promote_of_an_unknown_image_is_bad_input(fake: FakeCompute, clients: ComputeClients, tmp_path: Path) -> None:
+    """A name the user typed that the project does not hold: exit 2 with the fix, before any change."""
+    seed_fleet(fake)
+    spec = gce_spec(tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"^image 'osquery-nope' not found in project .*: give a name that `invoke images"
+    ):
+        pipeline.promote(spec, GceTarget(spec, clients=clients), "osquery-nope", lambda _line: None)
+    assert ConfigError.exit_code == 2
     assert mutations(fake) == []

@@ -22,12 +22,12 @@ from xml.etree import ElementTree
 
 import pytest
 
-from bakery import cli, nightly, provenance, render
+from bakery import cli, nightly, provenance, render, runreport
 from bakery.config import BuildSpec, Notify, Retention, Settings, Timeouts
 from bakery.errors import Interrupted, NightlyFailed
 from bakery.gce.client import ComputeClients
 from bakery.gce.target import GceTarget, SuiteRun
-from bakery.local.vm import Package, RunningVM, TestOutcome
+from bakery.imagetest import Package, RunningVM, TestOutcome
 from tests.fakes.compute import FakeCompute
 from tests.integration.gce.gce_env import FAILING, PROJECT, ZONE, PackerOnFake, RecordedRunner
 from tests.integration.gce.test_gce_pipeline import MUTATIONS
@@ -109,7 +109,7 @@ class Bed:
     def target(self, spec: BuildSpec) -> GceTarget:
         return GceTarget(spec, clients=self.clients, runner=self.runner(spec.variant_name))
 
-    def nightly(self, run: int, **kwargs: Any) -> nightly.NightlyRun:
+    def nightly(self, run: int, **kwargs: Any) -> runreport.NightlyRun:
         """One nightly over gstg on night RUN (the clock says so: image names carry the time); the
         report goes to root/reports/RUN."""
         self.build.builds.clear()
@@ -317,6 +317,10 @@ def test_manifests_are_artifacts_hashed_into_a_label_and_diffable(bed: Bed) -> N
     assert "packs:" in lines and "  ~ ubuntu-noble.conf" in lines
     assert '      -      "interval": 3600' in lines and '      +      "interval": 7200' in lines
     assert "packages: unchanged (2)" in lines
+    kept = bed.root / "reports" / "2" / "manifests"
+    assert sorted(p.name for p in kept.iterdir()) == [f"{new_name}.cdx.json", f"{new_name}.json"]
+    copied = provenance.load(kept / f"{new_name}.json")
+    assert copied[provenance.PACKAGES_SOURCE].startswith("SBOM "), "the report's copy is diffable from its SBOM"
 
 
 def test_an_interrupt_writes_the_report_runs_nothing_more_and_leaves_no_vm(bed: Bed) -> None:

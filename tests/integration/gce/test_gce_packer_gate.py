@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bakery import gcloud, nightly, packer_plugins, pipeline
+from bakery import gcloud, nightly, packer_plugins, pipeline, runreport
 from bakery.errors import ToolMissingError
 from bakery.gce import instances
 from bakery.gce.client import ComputeClients
@@ -74,7 +74,7 @@ def test_nightly_variant_with_iap_on_packer_166_fails_before_any_api_call(
     fake: FakeCompute, clients: ComputeClients, tmp_path: Path
 ) -> None:
     spec = gce_spec(tmp_path, use_iap=True)
-    result = nightly.VariantResult(spec)
+    result = runreport.VariantResult(spec)
     report = pipeline.BakeReport(spec, git_sha="abc1234", packer_version=(1, 6, 6))
     target_for = lambda s: GceTarget(s, clients=clients)  # noqa: E731
     nightly.run_variant(

@@ -27,6 +27,7 @@ from bakery.gce.instances import Instances
 from bakery.gce.store import GceImageStore
 from bakery.gce.target import GceTarget
 from bakery.images import DeprecationState
+from bakery.target import image_name
 from tests.fakes.compute import FakeCompute
 from tests.integration.gce.gce_env import FAILING, PROJECT, ZONE, PackerOnFake, RecordedRunner, make_clients
 
@@ -136,7 +137,7 @@ def bed(fake: FakeCompute, clients: ComputeClients, spec: BuildSpec, tmp_path: P
 
 
 def names() -> tuple[str, str]:
-    image = pipeline.image_name(FAMILY, datetime.datetime.now(datetime.UTC), "abc1234")
+    image = image_name(FAMILY, datetime.datetime.now(datetime.UTC), "abc1234")
     return image, f"{CANDIDATES}-{image.removeprefix(FAMILY + '-')}"
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from bakery import render
+from bakery.baserecipe import content_key
 from bakery.config import Timeouts
 from bakery.gce.client import ComputeClients
 from bakery.gce.target import GceTarget
-from bakery.local.baseimage import TOOLS, content_key, ensure_base_image, load_base_image
-from bakery.local.vm import RunningVM, boot_vm
+from bakery.imagetest import RunningVM
+from bakery.local.baseimage import TOOLS, ensure_base_image, load_base_image
+from bakery.local.vm import boot_vm
 from tests.fakes.compute import FakeCompute
 from tests.integration.gce.test_gce_pipeline import CANDIDATES, gce_spec, names, seed_candidate
 

@@ -12,7 +12,7 @@ import pytest
 from google.api_core import exceptions as api_exceptions
 
 from bakery import pipeline
-from bakery.errors import RegistryError
+from bakery.errors import ImageNotFoundError, RegistryError
 from bakery.gce.client import ComputeApiError, ComputeClients
 from bakery.gce.store import GceImageStore
 from bakery.gce.target import GceTarget
@@ -79,11 +79,11 @@ def test_deprecate_and_delete(store: GceImageStore) -> None:
     record = store.deprecate("c-1", "deleted", replacement="c-2")
     assert (record.state, record.replacement) == (DeprecationState.DELETED, "c-2")
     store.delete("c-1")
-    with pytest.raises(ComputeApiError, match=rf"^image 'c-1' not found in project {PROJECT}$"):
+    with pytest.raises(ImageNotFoundError, match=rf"^image 'c-1' not found in project {PROJECT}$"):
         store.get("c-1")
     with pytest.raises(ComputeApiError, match=r"^image 'c-1' not found"):
         store.delete("c-1")
-    with pytest.raises(ComputeApiError, match=r"^image 'nope' not found"):
+    with pytest.raises(ImageNotFoundError, match=r"^image 'nope' not found"):
         store.deprecate("c-2", "DEPRECATED", replacement="nope")
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bakery.local.baseimage import TOOLS, BaseImage, content_key, ensure_base_image, load_base_image
+from bakery.baserecipe import content_key
+from bakery.local.baseimage import TOOLS, BaseImage, ensure_base_image, load_base_image
 
 CACHE_DIR = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from bakery import proc
 from bakery.errors import BakeryError
+from bakery.imagetest import run_image_tests
 from bakery.local.baseimage import ensure_base_image
-from bakery.local.vm import boot_vm, run_image_tests
+from bakery.local.vm import boot_vm
 
 
 def say(message: str) -> None:

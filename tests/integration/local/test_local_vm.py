@@ -22,11 +22,13 @@ import pytest
 
 from bakery import proc
 from bakery.errors import CommandError, ConfigError, VMError
+from bakery.imagetest import run_image_tests
 from bakery.local import vm as vm_module
 from bakery.local.accel import choose_accelerator, probe
 from bakery.local.baseimage import BaseImage, ensure_base_image
 from bakery.local.files import mounts_under
-from bakery.local.vm import boot_vm, run_image_tests
+from bakery.local.vm import boot_vm
+from tests.childsignals import sigint_default
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +83,7 @@ class Driver:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})},
+            preexec_fn=sigint_default,  # noqa: PLW1509 - SIGINT as at a terminal, even in a background test run
         )
         threading.Thread(target=self._read, daemon=True).start()
 

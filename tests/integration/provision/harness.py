@@ -11,6 +11,7 @@ credential), then sshd runs inside the root on 127.0.0.1 so the real image suite
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -26,8 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bakery import cli, render
+from bakery import cli, identity, render
 from bakery.config import BuildSpec
+from bakery.target import image_name
 from tests.support import build_in
 
 PROJECT = Path(__file__).resolve().parents[3]
@@ -146,11 +148,19 @@ def upload(root: Root, build: Path) -> None:
     shutil.copytree(build / "provision", scripts)
 
 
+def image_identity(spec: BuildSpec) -> identity.Identity:
+    """The identity a bake of the rendered ``spec`` would give Packer (a fixed bake time and git sha)."""
+    fingerprint = json.loads((spec.build_dir / render.FINGERPRINT_FILE).read_text())["fingerprint"]
+    name = image_name(spec.family, datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC), "harness")
+    return identity.Identity(name, spec.variant_name, fingerprint)
+
+
 def provision(
     root: Root, spec: BuildSpec, only: list[str] | None = None, check: bool = True
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Run the uploaded provisioning scripts in lexical order (``only``: just these names)."""
-    env = render.provision_env(spec)
+    """Run the uploaded provisioning scripts in lexical order (``only``: just these names), with the
+    environment Packer gives them (the provisioning environment and the image identity)."""
+    env = {**render.provision_env(spec), **identity.provision_env(image_identity(spec))}
     results = []
     for script in sorted(root.file("/tmp/bakery-provision").glob("*.sh")):
         if only is not None and script.name not in only:
@@ -245,7 +255,9 @@ class SuiteResult:
         return {name for name, outcome in self.outcomes.items() if outcome == "failed"}
 
 
-def run_suite(ssh_config: Path, expectations: Path, pubkey: Path, workdir: Path) -> SuiteResult:
+def run_suite(
+    ssh_config: Path, expectations: Path, pubkey: Path, workdir: Path, identity_file: Path | None = None
+) -> SuiteResult:
     """Run the real image suite (tests/image) over SSH and collect every test's outcome."""
     junit = workdir / "junit.xml"
     proc = run(
@@ -253,6 +265,7 @@ def run_suite(ssh_config: Path, expectations: Path, pubkey: Path, workdir: Path)
             sys.executable, "-m", "pytest", str(PROJECT / "tests/image"), "-p", "no:cacheprovider", "-q",
             "--hosts=ssh://image", f"--ssh-config={ssh_config}", f"--expectations={expectations}",
             f"--injected-pubkey={pubkey}", f"--junitxml={junit}", "-o", "junit_family=xunit1",
+            *([f"--identity={identity_file}"] if identity_file else []),
         ],
         timeout=600,
         check=False,

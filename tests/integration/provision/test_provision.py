@@ -16,6 +16,8 @@ import harness
 import pytest
 from harness import Root
 
+from bakery import identity
+
 pytestmark = pytest.mark.slow  # ~1.5 min: provisioning, sshd, 11 runs of the suite
 
 STASH = "/var/tmp/bakery-stash"  # survives the seal: how a "leftover" is put back with its old birth time
@@ -29,9 +31,12 @@ class Provisioned:
     pubkey: Path
     workdir: Path
     seal_output: str
+    identity: Path
 
     def suite(self) -> harness.SuiteResult:
-        return harness.run_suite(self.ssh_config, self.build / "expectations.json", self.pubkey, self.workdir)
+        return harness.run_suite(
+            self.ssh_config, self.build / "expectations.json", self.pubkey, self.workdir, self.identity
+        )
 
 
 BUILDER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBuilderKeyBuilderKeyBuilderKeyBuilderKey packer"
@@ -83,8 +88,9 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisione
     seal = harness.provision(root, spec, only=["90-seal.sh"])
     key, pubkey = harness.keypair(work)
     harness.simulate_first_boot(root, pubkey)
+    identity_file = identity.write_expectations(harness.image_identity(spec), work)
     with harness.sshd(root, key, work) as ssh_config:
-        yield Provisioned(root, build, ssh_config, pubkey, work, seal[0].stdout + seal[0].stderr)
+        yield Provisioned(root, build, ssh_config, pubkey, work, seal[0].stdout + seal[0].stderr, identity_file)
 
 
 def test_seal_removed_builder_state_and_recorded_it(provisioned: Provisioned) -> None:
@@ -111,6 +117,10 @@ def test_image_suite_passes(provisioned: Provisioned) -> None:
     assert "/run/systemd/system absent" in skipped["test_service_running[osqueryd.service]"]
     assert result.outcomes["test_service_enabled[fluentd.service]"] == "passed"
     assert result.outcomes["test_ssh_host_keys_are_this_vms"] == "passed"
+    for name in ("test_identity_file", "test_osquery_decorates_with_identity", "test_decorators_not_disabled"):
+        assert result.outcomes[name] == "passed", name
+    # upstream-only: the stand-in osqueryd logs no records
+    assert "stand-in image: needs the real osquery" in skipped["test_logged_records_carry_identity"]
     assert sum(o == "passed" for o in result.outcomes.values()) >= 60
 
 
@@ -173,6 +183,29 @@ BREAKS: dict[str, tuple[str, str, set[str]]] = {
         "'</system>' '@include conf.d/*.conf' > /etc/fluent/fluentd.conf",
         "cp -p /root/fluentd.conf /etc/fluent/fluentd.conf",
         {"test_fluentd_loads_only_the_bakery_snippet"},
+    ),
+    "identity-missing": (  # an image baked without provision/80-identity.sh
+        "mv /etc/bakery/identity.json /etc/osquery/osquery.conf.d/bakery-identity.conf /root/",
+        "mv /root/identity.json /etc/bakery/ && mv /root/bakery-identity.conf /etc/osquery/osquery.conf.d/",
+        {"test_identity_file", "test_osquery_decorates_with_identity"},
+    ),
+    "identity-of-another-image": (  # the decorator names another image (e.g. the GCE candidate's name)
+        "cp -p /etc/osquery/osquery.conf.d/bakery-identity.conf /root/identity.conf && "
+        "sed -i \"s/'[^']*' AS bakery_image/'gl-osquery-candidate-x' AS bakery_image/\" "
+        "/etc/osquery/osquery.conf.d/bakery-identity.conf",
+        "cp -p /root/identity.conf /etc/osquery/osquery.conf.d/bakery-identity.conf",
+        {"test_osquery_decorates_with_identity"},
+    ),
+    "identity-wrong-fingerprint": (
+        "cp -p /etc/bakery/identity.json /root/identity.json && "
+        'sed -i \'s/"input_fingerprint": "[0-9a-f]/&0/\' /etc/bakery/identity.json',
+        "cp -p /root/identity.json /etc/bakery/identity.json",
+        {"test_identity_file"},
+    ),
+    "decorators-disabled": (
+        "cp -p /etc/osquery/osquery.flags /root/flags && echo --disable_decorators=true >> /etc/osquery/osquery.flags",
+        "cp -p /root/flags /etc/osquery/osquery.flags",
+        {"test_decorators_not_disabled"},
     ),
     "apparmor-without-pipe-rule": (  # an Ubuntu 24.04-like image whose rsyslogd profile lacks the rule
         "cp /root/usr.sbin.rsyslogd /etc/apparmor.d/usr.sbin.rsyslogd && mkdir -p /etc/apparmor.d/local && "

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bakery import baserecipe, ssh
 from bakery.errors import ConfigError
-from bakery.local import baseimage, ssh
-from bakery.local.vm import RunningVM, parse_junit, pytest_argv, qemu_accel_args, qemu_argv
+from bakery.imagetest import RunningVM, parse_junit, pytest_argv
+from bakery.local import baseimage
+from bakery.local.vm import qemu_accel_args, qemu_argv
 
 
 def test_qemu_argv_snapshot_serial_and_loopback_forward() -> None:
@@ -164,7 +166,7 @@ def test_mmdebstrap_argv(tmp_path: Path) -> None:
     assert argv == [
         "mmdebstrap",
         "--variant=minbase",
-        "--include=" + ",".join(baseimage.PACKAGES),
+        "--include=" + ",".join(baserecipe.PACKAGES),
         '--customize-hook=sh /b/customize.sh "$1" /b/id_ed25519.pub packer',
         "bookworm",
         "/b/rootfs",
@@ -174,25 +176,25 @@ def test_mmdebstrap_argv(tmp_path: Path) -> None:
 
 def test_base_packages_cover_boot_ssh_and_provisioning_prereqs() -> None:
     for name in ("linux-image-cloud-amd64", "grub-pc", "openssh-server", "sudo", "systemd-resolved"):
-        assert name in baseimage.PACKAGES
+        assert name in baserecipe.PACKAGES
     for name in ("rsyslog", "logrotate", "acl", "ca-certificates", "gnupg"):
-        assert name in baseimage.PACKAGES
+        assert name in baserecipe.PACKAGES
 
 
 def test_content_key_is_stable_and_tracks_the_recipe() -> None:
-    key = baseimage.content_key()
-    assert key == baseimage.content_key()
+    key = baserecipe.content_key()
+    assert key == baserecipe.content_key()
     assert len(key) == 64
-    assert baseimage.content_key(packages=(*baseimage.PACKAGES, "curl")) != key
-    assert baseimage.content_key(suite="trixie") != key
-    assert baseimage.content_key(packages=tuple(reversed(baseimage.PACKAGES))) == key
+    assert baserecipe.content_key(packages=(*baserecipe.PACKAGES, "curl")) != key
+    assert baserecipe.content_key(suite="trixie") != key
+    assert baserecipe.content_key(packages=tuple(reversed(baserecipe.PACKAGES))) == key
 
 
 def test_base_recipe_ships_no_host_keys_or_machine_id() -> None:
-    script = baseimage.CUSTOMIZE_SCRIPT
+    script = baserecipe.CUSTOMIZE_SCRIPT
     assert 'rm -f "$root"/etc/ssh/ssh_host_*' in script
     assert ': >"$root/etc/machine-id"' in script
-    assert "ExecStart=/usr/bin/ssh-keygen -A" in script
+    assert "ExecStart=/bin/sh -c 'ssh-keygen -q -t ed25519 -N \"\" -f /etc/ssh/ssh_host_ed25519_key'" in script
     assert "id_ed25519\n" not in script  # only the public key goes in
 
 
