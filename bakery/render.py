@@ -6,6 +6,7 @@ same input fingerprint) and atomic (a failed render leaves nothing under the bui
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import tempfile
@@ -52,8 +53,10 @@ class Rendered:
         return self.directory / VARS_FILE
 
 
+@functools.lru_cache(maxsize=8)
 def jinja_env(root: Path = TEMPLATES) -> jinja2.Environment:
-    """The one Jinja2 environment: strict, newline-preserving, with an encoder filter per language."""
+    """The one Jinja2 environment per template root: strict, newline-preserving, with an encoder filter per
+    language. Shared, so each template is compiled once per process (Jinja recompiles a changed file)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
         undefined=jinja2.StrictUndefined,
