@@ -222,7 +222,7 @@ def changed_inputs(head: ImageRecord, rendered: render.Rendered) -> list[str]:
     if not head.manifest or not Path(head.manifest).is_file():
         return []
     try:
-        before = provenance.load(Path(head.manifest)).get("inputs", {})
+        before = provenance.read(Path(head.manifest)).get("inputs", {})
     except BakeryError:
         return []
     now = json.loads((rendered.directory / render.FINGERPRINT_FILE).read_text())["files"]

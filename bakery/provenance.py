@@ -89,9 +89,16 @@ def digest_label(path: Path) -> str:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Read a manifest, or raise one line saying what is wrong with the file. The result also says where
-    its package list comes from (key :data:`PACKAGES_SOURCE`, not in the file): the manifest's SBOM when
-    it is at hand (its ``packages`` are then the SBOM's), else the manifest itself."""
+    """Read a manifest with its package list, as ``invoke diff`` shows it (or raise one line). The result
+    also says where the package list comes from (key :data:`PACKAGES_SOURCE`, not in the file): the
+    manifest's SBOM when it is at hand (its ``packages`` are then the SBOM's), else the manifest itself."""
+    data = read(path)
+    data[PACKAGES_SOURCE] = _packages_from_sbom(path, data)
+    return data
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Read a manifest as written, or raise one line saying what is wrong with the file (no SBOM is read)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -102,7 +109,6 @@ def load(path: Path) -> dict[str, Any]:
         raise ProvenanceError(
             f"{path} is not an osquery-bakery manifest (manifest_version {MANIFEST_VERSION} expected)"
         )
-    data[PACKAGES_SOURCE] = _packages_from_sbom(path, data)
     return data
 
 

@@ -35,7 +35,7 @@ import datetime
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -287,29 +287,14 @@ def _project_vms(clients: ComputeClients, page_size: int) -> list[Vm]:
     project = clients.project
     request: Any = compute_v1.AggregatedListInstancesRequest(project=project, max_results=page_size)
     method = clients.instances.aggregated_list
-    instances = list(_raw_items(clients, "the instance list", method, request, "instances"))
+    instances = clients.aggregated_all("the instance list", method, request, "instances", raw=True)
     disks: dict[str, _BootSource] = {}
     request = compute_v1.AggregatedListDisksRequest(project=project, max_results=page_size)
-    for _, disk in _raw_items(clients, "the disk list", clients.disks.aggregated_list, request, "disks"):
+    for _, disk in clients.aggregated_all("the disk list", clients.disks.aggregated_list, request, "disks", raw=True):
         disks[_path(disk.self_link)] = _BootSource(
             disk.name, disk.source_image, disk.source_image_id, disk.source_snapshot
         )
     return [_vm(project, scope.rsplit("/", 1)[-1], instance, disks) for scope, instance in instances]
-
-
-def _raw_items(
-    clients: ComputeClients, what: str, method: Callable[..., Any], request: Any, kind: str
-) -> Iterator[tuple[str, Any]]:
-    """``(scope, item)`` of every page of an aggregatedList (like ``ComputeClients.aggregated_all``), each
-    item the raw protobuf message of its scoped list (``Message.pb``), one retried call per page."""
-    while True:
-        page = clients.call(what, method, request)
-        for scope, scoped in page.items.items():
-            for item in getattr(type(scoped).pb(scoped), kind):
-                yield scope, item
-        if not page.next_page_token:
-            return
-        request.page_token = page.next_page_token
 
 
 class _BootSource(NamedTuple):
