@@ -76,17 +76,52 @@ def lint_(
             raise Exit(code=code)
 
 
-@task(help={"env": ENV_HELP, "variant": VARIANT_HELP, "dry_run": "print the plan and change nothing"})
-def bake(c: Context, env: str | None = None, variant: str | None = None, dry_run: bool = False) -> None:
-    """Bake, boot, test and publish images (render, validate, lint, packer build, testinfra, publish)."""
+PREFLIGHT_HELP = "GCE: do not run the doctor's checks first (emergencies only: a broken setup then fails mid-bake)"
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "variant": VARIANT_HELP,
+        "dry_run": "print the plan and change nothing",
+        "skip_preflight": PREFLIGHT_HELP,
+    }
+)
+def bake(
+    c: Context, env: str | None = None, variant: str | None = None, dry_run: bool = False, skip_preflight: bool = False
+) -> None:
+    """Bake, boot, test and publish images (GCE: preflight, then render, validate, packer build, testinfra, publish)."""
     settings = cli.settings(c)
     with cli.errors_to_exit():
-        for spec in settings.specs(env, variant):
+        specs = settings.specs(env, variant)
+        if not dry_run and not skip_preflight and specs[0].env.target == "gce":
+            from bakery.gce import doctor as gce_doctor
+
+            gce_doctor.preflight(specs, cli.say)
+        for spec in specs:
             target = targets.target_for(spec)
             if dry_run:
                 cli.say("\n".join(["plan (dry run, nothing changes):", *pipeline.plan(spec, target)]))
                 continue
             cli.say(pipeline.summary(pipeline.bake(spec, target, cli.say)))
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "variant": "only this variant's source image and family (default: every variant of the environment)",
+        "format": "output format: text or json (default: text)",
+    }
+)
+def doctor(c: Context, env: str | None = None, variant: str | None = None, format: str = "text") -> None:
+    """GCE: read-only checks that a bake can work (tools, credentials, project, IAM, network, images, Pub/Sub)."""
+    from bakery.gce import doctor as gce_doctor
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        code = gce_doctor.command(settings.specs(env, variant), format, cli.say)
+        if code:
+            raise Exit(code=code)
 
 
 @task(help={"env": ENV_HELP, "variant": VARIANT_HELP})
@@ -150,10 +185,16 @@ def reap(c: Context, env: str | None = None, dry_run: bool = False) -> None:
         "variant": VARIANT_HELP,
         "report_dir": "where the report goes (default: build/reports/nightly/ENV/YYYYMMDD-HHMMSS)",
         "dry_run": "decide and report which variants would be baked; bake nothing",
+        "skip_preflight": PREFLIGHT_HELP,
     }
 )
 def nightly(
-    c: Context, env: str | None = None, variant: str | None = None, report_dir: str | None = None, dry_run: bool = False
+    c: Context,
+    env: str | None = None,
+    variant: str | None = None,
+    report_dir: str | None = None,
+    dry_run: bool = False,
+    skip_preflight: bool = False,
 ) -> None:
     """Bake every variant whose inputs changed (skip the rest); report JSON, Markdown and JUnit; exit 1 on failure."""
     from bakery import nightly as nightly_run
@@ -161,7 +202,9 @@ def nightly(
     settings = cli.settings(c)
     with cli.errors_to_exit():
         directory = Path(report_dir) if report_dir else None
-        nightly_run.run(settings, env, variant, cli.say, report_dir=directory, dry_run=dry_run)
+        nightly_run.run(
+            settings, env, variant, cli.say, report_dir=directory, dry_run=dry_run, preflight=not skip_preflight
+        )
 
 
 @task(
@@ -239,6 +282,6 @@ def diff_(
 
 
 ns = Collection(
-    render, validate_, lint_, bake, nightly, images, promote, rollback, consumers, coverage, diff_, prune, reap
+    render, validate_, lint_, doctor, bake, nightly, images, promote, rollback, consumers, coverage, diff_, prune, reap
 )
 ns.configure(DEFAULTS)

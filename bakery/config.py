@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,8 @@ from bakery.errors import ConfigError
 GCE_NAME_RE = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 LABEL_KEY_RE = r"^[a-z][a-z0-9_-]{0,62}$"
 LABEL_VALUE_RE = r"^[a-z0-9_-]{0,63}$"
+#: An IAM policy member naming one identity or group (cloud.google.com/iam/docs/principal-identifiers).
+IAM_MEMBER_RE = r"^(serviceAccount|user|group):[^@\s:]+@[^@\s:]+\.[^@\s:]+$"
 MAX_LABELS = 64
 MAX_MEMORY_MB = 65536  # bakery.environments.*.local.memory_mb (see LocalSettings)
 LOCAL_DIRS = ("cache_dir", "registry_dir")  # the local target's output directories (LocalSettings)
@@ -173,6 +176,10 @@ class PubSub(_Model):
 
     project: str
     topic: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$")]
+    # The fleet's identities that must be able to publish (IAM members, e.g.
+    # "serviceAccount:web@PROJECT.iam.gserviceaccount.com"); `invoke doctor` checks the topic's and the
+    # project's IAM policies grant each of them what the Pub/Sub output needs. Empty: not checked (a warning).
+    publishers: tuple[Annotated[str, StringConstraints(pattern=IAM_MEMBER_RE)], ...] = ()
 
 
 class Retention(_Model):
@@ -226,11 +233,24 @@ class Coverage(_Model):
         return value
 
 
+ZONE_RE = r"^[a-z]+-[a-z]+[0-9]-[a-z]$"
+
+
+def zone_region(zone: str) -> str:
+    """The region of a Compute Engine zone: ``us-east1-c`` → ``us-east1``."""
+    return zone.rsplit("-", 1)[0]
+
+
 class GceSettings(_Model):
     """Where and how Packer's googlecompute builder and the test instance run."""
 
     project: Annotated[str, StringConstraints(pattern=PROJECT_ID_RE)]
-    zone: Annotated[str, StringConstraints(pattern=r"^[a-z]+-[a-z]+[0-9]-[a-z]$")]
+    zone: Annotated[str, StringConstraints(pattern=ZONE_RE)]
+    # Where the builder VM and the test VM may be created, in order: the next zone is tried when one has no
+    # capacity (bakery/gce/zones.py). Empty: ``zone`` alone. ``zones[0]`` must be ``zone`` (the zone the
+    # variable file renders and the first one tried), and every zone must be in ``zone``'s region: the
+    # subnetwork, the builder's regional settings and the candidate's storage stay the same.
+    zones: tuple[str, ...] = ()
     network: str = "default"
     subnetwork: str = ""
     service_account: str = ""
@@ -249,6 +269,36 @@ class GceSettings(_Model):
     integrity_monitoring: bool = True
     builder_max_run_minutes: int = Field(default=90, ge=10)
     api_endpoint: str | None = None
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        for zone in value:
+            if not isinstance(zone, str) or not re.fullmatch(ZONE_RE, zone):
+                raise ValueError(f"{zone!r} is not a Compute Engine zone: give zones such as us-east1-c")
+        duplicates = sorted({zone for zone in value if value.count(zone) > 1})
+        if duplicates:
+            raise ValueError(f"{duplicates[0]!r} is listed twice: list each zone once")
+        first = info.data.get("zone")  # absent when 'zone' itself is invalid (that error is reported)
+        if first is None or not value:
+            return value
+        other = next((zone for zone in value if zone_region(zone) != zone_region(first)), None)
+        if other is not None:
+            raise ValueError(
+                f"{other!r} is not in region {zone_region(first)} of zone {first!r} (the subnetwork is regional): "
+                f"list only {zone_region(first)}-* zones"
+            )
+        if value[0] != first:
+            raise ValueError(
+                f"{list(value)} must start with zone {first!r} (the zone tried first): put {first!r} first, "
+                "or set zone to the first of zones"
+            )
+        return value
+
+    @property
+    def zone_order(self) -> tuple[str, ...]:
+        """The zones to try, in order: ``zones``, or ``(zone,)``."""
+        return self.zones or (self.zone,)
 
 
 class LocalSettings(_Model):
@@ -655,6 +705,7 @@ _TYPE_WORDS = {
 _PATTERN_HINTS = {
     "topic": "use a Pub/Sub topic id (letters, digits, -_.~+%, 3-255 characters, starting with a letter)",
     "zone": "use a Compute Engine zone such as us-east1-c",
+    "publishers": "use an IAM member such as serviceAccount:web@PROJECT.iam.gserviceaccount.com",
     "project": "use a GCP project id (6-30 lowercase letters, digits or -)",
     "fingerprint": "use the key's full 40-hex-digit fingerprint in uppercase",
     "version": "use MAJOR.MINOR.PATCH, e.g. 5.23.1",

@@ -13,7 +13,7 @@ import datetime
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from bakery.config import BuildSpec, Settings, check_output_location
 from bakery.encode import label_value
 from bakery.errors import BakeryError, Interrupted, NightlyFailed
 from bakery.gce import coverage as fleet
+from bakery.gce import doctor as gce_doctor
 from bakery.gce.client import ComputeClients
 from bakery.images import ImageRecord, ImageStore
 from bakery.packer import detect_version
@@ -30,6 +31,7 @@ from bakery.runreport import NightlyRun, VariantResult
 from bakery.target import Say, Target, git_sha
 
 TargetFactory = Callable[[BuildSpec], Target]
+Preflight = Callable[[Sequence[BuildSpec], Say], object]
 
 
 def default_report_dir(settings: Settings, env_name: str, started: datetime.datetime) -> Path:
@@ -49,11 +51,14 @@ def run(
     now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     dry_run: bool = False,
     coverage_clients: ComputeClients | None = None,
+    preflight: bool | Preflight = True,
 ) -> NightlyRun:
     """Run the nightly over ``env``'s variants (or one); write the report; raise NightlyFailed if any
     variant failed (after the report and the webhook). ``dry_run``: decide and report, bake nothing.
     With ``coverage.enabled``, the report gains the fleet's coverage (``coverage_clients``: default, the
-    environment's own)."""
+    environment's own). A GCE nightly runs the doctor's checks first (``preflight``: False skips them, a
+    callable replaces them); if one fails, no variant runs and PreflightFailed (exit 2) is raised after the
+    report is written."""
     specs = settings.specs(env, variant)
     nightly = NightlyRun(specs[0].env_name, now(), [VariantResult(spec) for spec in specs])
     nightly.git_sha = git_sha()
@@ -63,6 +68,8 @@ def run(
     check_output_location(directory, "--report-dir" if report_dir else "the report directory")
     packer_version = detect_version()
     try:
+        if preflight and not dry_run and specs[0].env.target == "gce":
+            (gce_doctor.preflight if preflight is True else preflight)(specs, say)
         for result in nightly.results:
             say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
             report = BakeReport(result.spec, git_sha=nightly.git_sha, packer_version=packer_version)
@@ -70,7 +77,12 @@ def run(
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
         nightly.coverage = coverage_section(settings, nightly.env_name, say, coverage_clients)
     except BaseException as exc:
-        why = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else f"stopped by {exc!r}"
+        if isinstance(exc, Interrupted | KeyboardInterrupt):
+            why = "interrupted"
+        elif isinstance(exc, gce_doctor.PreflightFailed):
+            why = f"stopped: preflight failed ({'; '.join(c.name for c in exc.report.failed)})"
+        else:
+            why = f"stopped by {exc!r}"
         for result in nightly.results:
             if result.action == "not run":
                 result.reason = result.reason or f"not run: the nightly was {why}"

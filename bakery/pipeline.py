@@ -17,14 +17,14 @@ from pathlib import Path
 from bakery import __version__, provenance, render
 from bakery.config import BuildSpec
 from bakery.encode import label_value
-from bakery.errors import BakeryError, ConfigError, ImageNotFoundError, ImageTestError, RegistryError
+from bakery.errors import BakeryError, ConfigError, ImageNotFoundError, ImageTestError, PackerError, RegistryError
 from bakery.identity import Identity
 from bakery.identity import write_expectations as write_identity_expectations
 from bakery.imagefiles import package_versions
 from bakery.images import ImageRecord, ImageStore, rollback_plan
 from bakery.imagetest import TestOutcome
 from bakery.packer import Packer, PackerEvent, detect_version
-from bakery.target import Say, Target, git_sha, image_name
+from bakery.target import Say, Target, ZoneAttempt, git_sha, image_name
 from bakery.validate import validate_rendered
 
 
@@ -46,6 +46,7 @@ class BakeReport:
     sbom: Path | None = None
     git_sha: str = "nogit"
     packer_version: tuple[int, int, int] = (0, 0, 0)
+    zones: list[ZoneAttempt] = field(default_factory=list)  # where the builder and test VMs were tried, and why
 
 
 @contextmanager
@@ -69,6 +70,25 @@ def packer_build(
     """The real build step: ``packer build`` of the rendered template (tests replace it on the fake API,
     where no Packer builder can run)."""
     Packer(rendered.template, rendered.var_file, variables).build(timeout, on_event=on_event)
+
+
+def build_with_retries(
+    build: Builder, rendered: render.Rendered, variables: dict[str, str], *, timeout: float, target: Target, say: Say
+) -> None:
+    """``build``, and after a PackerError again with the variables ``target.retry_build`` changes (GCE: the
+    next zone when the builder VM found no capacity) until it succeeds, the target gives up (None, or its
+    own error) or ``timeout`` (for all attempts together) has passed."""
+    deadline = time.monotonic() + timeout
+    attempt = dict(variables)
+    while True:
+        try:
+            build(rendered, attempt, max(1.0, deadline - time.monotonic()), _progress(say))
+            return
+        except PackerError as exc:
+            changes = target.retry_build(exc, say)
+            if changes is None or time.monotonic() >= deadline:
+                raise
+            attempt |= changes
 
 
 def bake(
@@ -114,7 +134,7 @@ def bake(
     write_identity_expectations(image_identity, run_dir)  # the image suite's --identity
     try:
         with phase(report, "bake", say):
-            build(rendered, variables, config.timeouts.packer_build, _progress(say))
+            build_with_retries(build, rendered, variables, timeout=config.timeouts.packer_build, target=target, say=say)
         with phase(report, "test", say):
             report.outcome = target.test(rendered, candidate, run_dir, say)
         outcome = report.outcome
@@ -151,6 +171,7 @@ def bake(
             )
             report.head = target.store.get_from_family(spec.family)
     finally:
+        report.zones = target.zones_tried()
         target.discard(candidate)
     with phase(report, "retention", say):
         report.deleted = retain(spec, target.store)
@@ -305,10 +326,26 @@ def summary(report: BakeReport) -> str:
     """The final line of a successful bake."""
     outcome, head = report.outcome, report.head
     tests = f"tests {outcome.passed} passed, {outcome.skipped} skipped; JUnit {outcome.junit}" if outcome else ""
+    zones = zones_summary(report.zones)
     return (
         f"published {report.image_name} into {report.spec.family} (head: {head.name if head else 'none'}); "
         f"{tests}; manifest {report.manifest}; retention deleted {', '.join(report.deleted) or 'nothing'}"
+        + (f"; {zones}" if zones else "")
     )
+
+
+def zones_summary(attempts: list[ZoneAttempt]) -> str:
+    """``zones: build us-east1-c (REASON) then us-east1-b; test us-east1-b`` when a stage tried more than
+    one zone, else ''."""
+    stages = dict.fromkeys(a.stage for a in attempts)
+    if all(sum(a.stage == stage for a in attempts) < 2 for stage in stages):
+        return ""
+    parts = [
+        f"{stage} "
+        + " then ".join(f"{a.zone} ({a.reason})" if a.reason else a.zone for a in attempts if a.stage == stage)
+        for stage in stages
+    ]
+    return "zones: " + "; ".join(parts)
 
 
 def listing(spec: BuildSpec, target: Target) -> list[str]:

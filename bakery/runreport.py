@@ -12,7 +12,8 @@ from typing import Any, Literal
 from xml.etree import ElementTree
 
 from bakery.config import BuildSpec
-from bakery.pipeline import BakeReport
+from bakery.pipeline import BakeReport, zones_summary
+from bakery.target import ZoneAttempt
 
 Action = Literal["skipped", "baked", "would bake", "failed", "not run"]
 
@@ -104,6 +105,8 @@ def _variant(result: VariantResult) -> dict[str, Any]:
         "consumers": bake.consumers if bake else [],
         "retention_deleted": bake.deleted if bake else [],
         "manifest": f"manifests/{bake.image_name}.json" if bake and bake.manifest else "",
+        # every zone the builder and test VMs were tried in, and why each was left ('' = not for capacity)
+        "zones": [a._asdict() for a in bake.zones] if bake else [],
     }
 
 
@@ -151,6 +154,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             lines.append(f"- manifest: {v['manifest']} ({v['packages']} packages)")
         if v["retention_deleted"]:
             lines.append("- retention deleted: " + ", ".join(v["retention_deleted"]))
+        zones = zones_summary([ZoneAttempt(**a) for a in v.get("zones", [])])
+        if zones:
+            lines.append(f"- {zones}")
     if "coverage" in report:
         lines += _coverage_markdown(report["coverage"])
     return "\n".join(lines) + "\n"

@@ -10,14 +10,24 @@ import datetime
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from bakery import render
 from bakery.encode import label_value
+from bakery.errors import PackerError
 from bakery.images import ImageRecord, ImageStore
 from bakery.imagetest import TestOutcome
 
 Say = Callable[[str], None]
+
+
+class ZoneAttempt(NamedTuple):
+    """One zone a stage (``build`` or ``test``) tried: ``reason`` is why it moved on ('' when it did not:
+    the VM was created there, or the stage failed there for a reason its error gives)."""
+
+    stage: str
+    zone: str
+    reason: str
 
 
 class Target(Protocol):
@@ -40,6 +50,16 @@ class Target(Protocol):
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
         """Get ready to bake; return the runtime Packer variables (base image, accelerator, …)."""
+        ...
+
+    def retry_build(self, error: PackerError, say: Say) -> dict[str, str] | None:
+        """After ``packer build`` failed with ``error``: the runtime variables to change for one more attempt
+        (GCE: the next zone when the builder VM found no capacity), or None to fail with ``error``; may
+        raise a one-line error of its own instead (GCE: quota, no zone left)."""
+        ...
+
+    def zones_tried(self) -> list[ZoneAttempt]:
+        """Every zone the build and test stages tried so far, in order, and why each was left."""
         ...
 
     def candidate_name(self, image_name: str) -> str:

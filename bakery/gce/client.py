@@ -49,9 +49,26 @@ class OperationFailed(ComputeApiError):
     """A long-running operation finished with an error."""
 
 
-def resolve_endpoint(configured: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
-    """The API endpoint: ``BAKERY_COMPUTE_ENDPOINT`` if set, else ``gce.api_endpoint``, else the default."""
-    return environ.get(ENDPOINT_ENV) or configured or None
+def resolve_endpoint(
+    configured: str | None, environ: Mapping[str, str] = os.environ, *, variable: str = ENDPOINT_ENV
+) -> str | None:
+    """An API endpoint: the environment ``variable`` (default ``BAKERY_COMPUTE_ENDPOINT``) if set, else
+    ``configured`` (``gce.api_endpoint`` for Compute), else the library's default (Google)."""
+    return environ.get(variable) or configured or None
+
+
+def client_kwargs(
+    endpoint: str | None, credentials: google.auth.credentials.Credentials | None = None
+) -> dict[str, Any]:
+    """Keyword arguments every Google API client of this project is built with: REST transport, the endpoint
+    override, and credentials: anonymous for an ``http://`` endpoint (a local fake: no token is ever sent in
+    clear text), else ``credentials`` or application default credentials, looked up here."""
+    if endpoint is not None and endpoint.startswith("http://"):
+        credentials = google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
+    elif credentials is None:
+        credentials = default_credentials()
+    options: dict[str, Any] = {"api_endpoint": endpoint} if endpoint else {}
+    return {"credentials": credentials, "transport": "rest", "client_options": options}
 
 
 def default_credentials() -> google.auth.credentials.Credentials:
@@ -83,6 +100,15 @@ class ComputeClients:
     disks: compute_v1.DisksClient
     global_operations: compute_v1.GlobalOperationsClient
     zone_operations: compute_v1.ZoneOperationsClient
+    # read by `invoke doctor` (bakery/gce/doctor.py) only
+    projects: compute_v1.ProjectsClient
+    regions: compute_v1.RegionsClient
+    zones: compute_v1.ZonesClient
+    machine_types: compute_v1.MachineTypesClient
+    networks: compute_v1.NetworksClient
+    subnetworks: compute_v1.SubnetworksClient
+    firewalls: compute_v1.FirewallsClient
+    routers: compute_v1.RoutersClient
 
     @classmethod
     def create(
@@ -96,15 +122,8 @@ class ComputeClients:
         operation_timeout: float = 900.0,
         retry: RetryPolicy | None = None,
     ) -> ComputeClients:
-        """Build every client over REST. An ``http://`` endpoint (a local fake) gets anonymous
-        credentials; otherwise application default credentials are looked up here, once."""
-        if credentials is None:
-            if endpoint is not None and endpoint.startswith("http://"):
-                credentials = google.auth.credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
-            else:
-                credentials = default_credentials()
-        options: dict[str, Any] = {"api_endpoint": endpoint} if endpoint else {}
-        kwargs: dict[str, Any] = {"credentials": credentials, "transport": "rest", "client_options": options}
+        """Build every client over REST (:func:`client_kwargs`: credentials are looked up here, once)."""
+        kwargs = client_kwargs(endpoint, credentials)
         return cls(
             project=project,
             zone=zone,
@@ -119,6 +138,14 @@ class ComputeClients:
             disks=compute_v1.DisksClient(**kwargs),
             global_operations=compute_v1.GlobalOperationsClient(**kwargs),
             zone_operations=compute_v1.ZoneOperationsClient(**kwargs),
+            projects=compute_v1.ProjectsClient(**kwargs),
+            regions=compute_v1.RegionsClient(**kwargs),
+            zones=compute_v1.ZonesClient(**kwargs),
+            machine_types=compute_v1.MachineTypesClient(**kwargs),
+            networks=compute_v1.NetworksClient(**kwargs),
+            subnetworks=compute_v1.SubnetworksClient(**kwargs),
+            firewalls=compute_v1.FirewallsClient(**kwargs),
+            routers=compute_v1.RoutersClient(**kwargs),
         )
 
     def call(self, what: str, method: Callable[..., T], request: Any, *, timeout: float | None = None) -> T:

@@ -1,9 +1,10 @@
 """The GCE test instance: built from the candidate image, reached over SSH, and always deleted.
 
 Pure builders (the instance resource, the ``ssh-keys`` metadata, the IAP ProxyCommand, the ssh_config)
-are kept apart from :func:`booted_instance`, which creates the instance, waits for RUNNING and deletes it
-on every exit path (success, error, timeout, Ctrl-C, SIGTERM inside ``proc.sigterm_raises``), polling the
-delete operation through the same endpoint. An instance that survives anyway (SIGKILL, lost network) carries
+are kept apart from :func:`booted_instance`, which creates the instance (in the first zone of
+``gce.zones`` with capacity, see bakery/gce/zones.py), waits for RUNNING and deletes it on every exit path
+(success, error, timeout, Ctrl-C, SIGTERM inside ``proc.sigterm_raises``), polling the delete operation
+through the same endpoint. An instance that survives anyway (SIGKILL, lost network) carries
 ``bakery-run-id``/``bakery-expires`` labels and a ``maxRunDuration`` with termination action DELETE, so GCE
 deletes it itself and ``invoke reap`` finds it.
 """
@@ -21,9 +22,11 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
 from bakery import gcloud, proc, ssh
-from bakery.config import GceSettings
+from bakery.config import GceSettings, zone_region
 from bakery.errors import CommandError, RegistryError, VMError
+from bakery.gce import zones as gce_zones
 from bakery.gce.client import ComputeApiError, ComputeClients
+from bakery.target import ZoneAttempt
 
 TEST_USER = "bakery-test"
 SSH_PORT = 22
@@ -48,7 +51,7 @@ def _network_link(network: str) -> str:
 
 
 def _subnetwork_link(subnetwork: str, zone: str) -> str:
-    return subnetwork if "/" in subnetwork else f"regions/{zone.rsplit('-', 1)[0]}/subnetworks/{subnetwork}"
+    return subnetwork if "/" in subnetwork else f"regions/{zone_region(zone)}/subnetworks/{subnetwork}"
 
 
 def instance_resource(
@@ -188,26 +191,30 @@ def wait_for_ssh(config: Path, alias: str, *, timeout: float, interval: float = 
 
 
 class Instances:
-    """Create, watch and delete instances in the clients' zone."""
+    """Create, watch and delete instances in ``zone`` (default: the clients' zone)."""
 
     def __init__(self, clients: ComputeClients) -> None:
         self.clients = clients
 
-    def create(self, resource: compute_v1.Instance) -> None:
+    def create(self, resource: compute_v1.Instance, *, zone: str | None = None) -> None:
         request = compute_v1.InsertInstanceRequest(
-            project=self.clients.project, zone=self.clients.zone, instance_resource=resource
+            project=self.clients.project, zone=zone or self.clients.zone, instance_resource=resource
         )
         self.clients.mutate(f"instance {resource.name!r}", self.clients.instances.insert_unary, request)
 
-    def get(self, name: str) -> compute_v1.Instance:
-        request = compute_v1.GetInstanceRequest(project=self.clients.project, zone=self.clients.zone, instance=name)
+    def get(self, name: str, *, zone: str | None = None) -> compute_v1.Instance:
+        request = compute_v1.GetInstanceRequest(
+            project=self.clients.project, zone=zone or self.clients.zone, instance=name
+        )
         return self.clients.call(f"instance {name!r}", self.clients.instances.get, request)
 
-    def wait_running(self, name: str, *, timeout: float, interval: float = 2.0) -> compute_v1.Instance:
+    def wait_running(
+        self, name: str, *, timeout: float, interval: float = 2.0, zone: str | None = None
+    ) -> compute_v1.Instance:
         """The instance once its status is RUNNING; VMError if it is not within ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            instance = self.get(name)
+            instance = self.get(name, zone=zone)
             if instance.status == "RUNNING":
                 return instance
             if instance.status in ("STOPPING", "STOPPED", "TERMINATED", "SUSPENDED"):
@@ -216,10 +223,10 @@ class Instances:
                 raise VMError(f"instance {name} not RUNNING within {timeout:.0f} s (status {instance.status})")
             time.sleep(interval)
 
-    def serial_output(self, name: str) -> str:
+    def serial_output(self, name: str, *, zone: str | None = None) -> str:
         """Serial port 1 so far ('' if it cannot be read: this is only for diagnostics)."""
         request = compute_v1.GetSerialPortOutputInstanceRequest(
-            project=self.clients.project, zone=self.clients.zone, instance=name
+            project=self.clients.project, zone=zone or self.clients.zone, instance=name
         )
         try:
             return self.clients.call(
@@ -228,9 +235,11 @@ class Instances:
         except RegistryError:
             return ""
 
-    def delete(self, name: str) -> bool:
+    def delete(self, name: str, *, zone: str | None = None) -> bool:
         """Delete ``name`` and wait for it; False if it did not exist."""
-        request = compute_v1.DeleteInstanceRequest(project=self.clients.project, zone=self.clients.zone, instance=name)
+        request = compute_v1.DeleteInstanceRequest(
+            project=self.clients.project, zone=zone or self.clients.zone, instance=name
+        )
         try:
             self.clients.mutate(f"instance {name!r}", self.clients.instances.delete_unary, request)
         except ComputeApiError as exc:
@@ -240,39 +249,81 @@ class Instances:
         return True
 
 
+def zone_of(instance: compute_v1.Instance) -> str:
+    """The zone an instance is in (its ``zone`` field is the zone's URL)."""
+    return str(instance.zone).rsplit("/", 1)[-1]
+
+
 @contextmanager
 def booted_instance(
     instances: Instances,
-    resource: compute_v1.Instance,
+    resource_for: Callable[[str], compute_v1.Instance],
     *,
+    zones: Sequence[str],
     boot_timeout: float,
     serial_log: Path,
     say: Say,
+    attempts: list[ZoneAttempt] | None = None,
 ) -> Iterator[compute_v1.Instance]:
-    """Create ``resource``, yield it once RUNNING, and always delete it (saving its serial output to
-    ``serial_log`` first). A failed delete is reported and raised, unless another error is already on its
-    way (then it is only reported: the first error is the one to see)."""
-    name = resource.name
+    """Create ``resource_for(zone)`` in the first of ``zones`` with capacity, yield it once RUNNING (its
+    ``zone`` field names the zone it is in), and always delete it (saving its serial output to
+    ``serial_log`` first). A zone without capacity (bakery/gce/zones.py) is cleaned up after (the instance
+    is deleted if the failed insert left one) and the next zone is tried; a quota or any other error fails
+    at once; when no zone is left, NoCapacityError names each zone and why. Each zone tried is appended
+    to ``attempts`` (stage ``test``). A failed delete is reported and raised, unless another error is
+    already on its way (then it is only reported: the first error is the one to see)."""
+    tried = attempts if attempts is not None else []
+    first = len(tried)
+    current: tuple[str, str] | None = None  # (name, zone) of the instance that may exist
     failing = False
     try:
-        say(f"creating test instance {name} in {instances.clients.zone}")
-        instances.create(resource)
-        instance = instances.wait_running(name, timeout=boot_timeout)
-        say(f"test instance {name} is RUNNING")
+        for index, zone in enumerate(zones):
+            resource = resource_for(zone)
+            current = (resource.name, zone)
+            tried.append(ZoneAttempt("test", zone, ""))
+            say(f"creating test instance {resource.name} in {zone}")
+            try:
+                instances.create(resource, zone=zone)
+            except ComputeApiError as exc:
+                failure = gce_zones.classify(str(exc))
+                if failure is None or failure.kind != "capacity":
+                    raise
+                tried[-1] = ZoneAttempt("test", zone, failure.reason)
+                current = None  # cleaned up here: a failed delete stops the stage, it is not tried twice
+                with proc.signals_deferred():
+                    _remove(instances, resource.name, zone, serial_log, say, raise_errors=True)
+                if index + 1 == len(zones):
+                    raise gce_zones.NoCapacityError(
+                        gce_zones.exhausted_message("test instance", tried[first:])
+                    ) from None
+                say(f"test instance: zone {zone} has no capacity ({failure.reason}); trying {zones[index + 1]}")
+                continue
+            break
+        assert current is not None  # zones is never empty (GceSettings.zone_order)
+        name, zone = current
+        instance = instances.wait_running(name, zone=zone, timeout=boot_timeout)
+        say(f"test instance {name} is RUNNING in {zone}")
         yield instance
     except BaseException:
         failing = True
         raise
     finally:
-        with proc.signals_deferred():
-            output = instances.serial_output(name)
-            if output:
-                serial_log.parent.mkdir(parents=True, exist_ok=True)
-                serial_log.write_text(output)
-            try:
-                if instances.delete(name):
-                    say(f"test instance {name} deleted")
-            except RegistryError as exc:
-                say(f"ERROR: test instance {name} was not deleted: {exc}; `invoke reap` deletes it after its expiry")
-                if not failing:
-                    raise
+        if current is not None:
+            with proc.signals_deferred():
+                _remove(instances, *current, serial_log, say, raise_errors=not failing)
+
+
+def _remove(instances: Instances, name: str, zone: str, serial_log: Path, say: Say, *, raise_errors: bool) -> None:
+    """Save ``name``'s serial output (if any) and delete it in ``zone``; a failed delete is reported, and
+    raised if ``raise_errors``."""
+    output = instances.serial_output(name, zone=zone)
+    if output:
+        serial_log.parent.mkdir(parents=True, exist_ok=True)
+        serial_log.write_text(output)
+    try:
+        if instances.delete(name, zone=zone):
+            say(f"test instance {name} deleted")
+    except RegistryError as exc:
+        say(f"ERROR: test instance {name} was not deleted: {exc}; `invoke reap` deletes it after its expiry")
+        if raise_errors:
+            raise

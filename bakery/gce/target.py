@@ -14,6 +14,13 @@ Choices:
 * The test instance logs in as ``bakery-test`` (created by the guest agent from the ``ssh-keys`` metadata,
   with passwordless sudo) with a key generated for the run; the suite runs with testinfra's ``--sudo``.
 * Stand-in images are never published to GCE.
+* Zones. The builder VM and the test VM are created in the first zone of ``gce.zones`` with capacity
+  (bakery/gce/zones.py): Packer is re-run with the next zone as a runtime ``-var zone=…``, which overrides
+  the variable file (Packer v1.6.6, commit 9b997f28, hcl2template/types.variables.go:644-689 appends
+  ``-var`` values after the var-file's and ``Variable.Value`` (:164) takes the last; the same in v1.7.0),
+  so the rendered tree and its fingerprint do not change. The plugin derives the region, hence the
+  subnetwork, from the zone (packer-plugin-googlecompute v1.2.7 builder/googlecompute/config.go:692-696), and
+  every zone is in one region (config validation).
 """
 
 from __future__ import annotations
@@ -32,15 +39,16 @@ from google.cloud import compute_v1
 from bakery import packer_plugins, proc, render, ssh
 from bakery.config import BuildSpec, GceSettings
 from bakery.encode import label_value
-from bakery.errors import ConfigError, RegistryError
+from bakery.errors import ConfigError, PackerError, RegistryError
 from bakery.gce import consumers as gce_consumers
 from bakery.gce import instances as gce_instances
+from bakery.gce import zones as gce_zones
 from bakery.gce.client import ComputeApiError, ComputeClients, resolve_endpoint
 from bakery.gce.instances import TEST_USER, Instances, booted_instance, instance_resource
 from bakery.gce.store import GceImageStore
 from bakery.images import ImageRecord, ImageStore
 from bakery.imagetest import RunningVM, TestOutcome, run_image_tests
-from bakery.target import Say, git_sha
+from bakery.target import Say, ZoneAttempt, git_sha
 
 #: Labels of one run; never copied into a published image.
 RUN_LABELS = frozenset({"bakery-run-id", "bakery-expires", "bakery-failed", "bakery-role"})
@@ -138,6 +146,9 @@ class GceTarget:
         self.outcome: TestOutcome | None = None
         self.say: Say = lambda _line: None
         self.source: compute_v1.Image | None = None
+        self.zones = gce.zone_order
+        self.attempts: list[ZoneAttempt] = []  # every zone the build and test stages tried, in order
+        self.build_zone = self.zones[0]
 
     # --- pipeline.Target ---------------------------------------------------------------------------
 
@@ -182,13 +193,46 @@ class GceTarget:
         """Return the googlecompute runtime variables (Packer finds credentials itself: application default
         credentials)."""
         self.say = say
-        say(f"run {self.run_id}: project {self.settings.project}, zone {self.settings.zone}")
+        self.build_zone = self.zones[0]
+        self.attempts.append(ZoneAttempt("build", self.build_zone, ""))
+        fallback = f" (then {', '.join(self.zones[1:])} if it has no capacity)" if len(self.zones) > 1 else ""
+        say(f"run {self.run_id}: project {self.settings.project}, zone {self.build_zone}{fallback}")
         return {
+            "zone": self.build_zone,
             "source_image": self.source.name if self.source else "",
             "run_id": self.run_id,
             "expires": expires_label(self.clock(), self.settings.builder_max_run_minutes * 60),
             "git_sha": label_value(git_sha()),
         }
+
+    def retry_build(self, error: PackerError, say: Say) -> dict[str, str] | None:
+        """After a failed ``packer build``: the runtime variables of a re-run in the next zone when the
+        builder VM could not be created for lack of capacity; None for any other failure. A quota error,
+        or no zone left, is one line (QuotaExceededError, NoCapacityError)."""
+        text = gce_zones.packer_creation_error(error.output_tail)
+        failure = gce_zones.classify(text) if text else None
+        if failure is None:
+            return None
+        zone = self.build_zone
+        if failure.kind == "quota":
+            raise gce_zones.QuotaExceededError(gce_zones.quota_message("builder VM", zone, failure.reason))
+        attempt = ZoneAttempt("build", zone, failure.reason)
+        if self.attempts and self.attempts[-1] == ZoneAttempt("build", zone, ""):  # the one prepare/this began
+            self.attempts[-1] = attempt
+        else:
+            self.attempts.append(attempt)
+        left = self.zones[self.zones.index(zone) + 1 :]
+        if not left:
+            tried = [a for a in self.attempts if a.stage == "build"]
+            raise gce_zones.NoCapacityError(gce_zones.exhausted_message("builder VM", tried))
+        self.build_zone = left[0]
+        self.attempts.append(ZoneAttempt("build", self.build_zone, ""))
+        say(f"builder VM: zone {zone} has no capacity ({failure.reason}); trying {self.build_zone}")
+        return {"zone": self.build_zone}
+
+    def zones_tried(self) -> list[ZoneAttempt]:
+        """Every zone the build and test stages tried so far, in order, with why each was left."""
+        return list(self.attempts)
 
     def candidate_name(self, image_name: str) -> str:
         """The name Packer gives the candidate (see the module docstring)."""
@@ -212,18 +256,27 @@ class GceTarget:
         key = run_dir / "ssh" / "id_ed25519"
         pubkey = ssh.generate_key(key, f"{TEST_USER}@{self.run_id}")
         name = gce_instances.instance_name(self.run_id)
-        resource = instance_resource(
-            name=name,
-            zone=self.settings.zone,
-            source_image=image.location,
-            settings=self.settings,
-            labels={**self.spec.env.labels, **run_labels, "bakery-role": "test"},
-            user=TEST_USER,
-            public_key=pubkey.read_text(),
-            max_run_seconds=int(lifetime),
-        )
+
+        def resource_for(zone: str) -> compute_v1.Instance:
+            return instance_resource(
+                name=name,
+                zone=zone,
+                source_image=image.location,
+                settings=self.settings,
+                labels={**self.spec.env.labels, **run_labels, "bakery-role": "test"},
+                user=TEST_USER,
+                public_key=pubkey.read_text(),
+                max_run_seconds=int(lifetime),
+            )
+
         with booted_instance(
-            self.instances, resource, boot_timeout=timeouts.boot, serial_log=run_dir / "serial.log", say=say
+            self.instances,
+            resource_for,
+            zones=self.zones,
+            boot_timeout=timeouts.boot,
+            serial_log=run_dir / "serial.log",
+            say=say,
+            attempts=self.attempts,
         ) as instance:
             config = run_dir / "ssh_config"
             control_path, control_dir = ssh.control_path_for(run_dir)
@@ -250,11 +303,13 @@ class GceTarget:
         return self.outcome
 
     def ssh_config(self, name: str, instance: compute_v1.Instance, key: Path, control_path: Path) -> str:
-        """The ssh_config for the test instance: through IAP, or to its internal/external address."""
+        """The ssh_config for the test instance: through IAP (to the zone it is in), or to its
+        internal/external address."""
         route = ssh_route(self.settings)
         if route == "iap":
             hostname = name
-            proxy = gce_instances.iap_proxy_command(name, self.settings.zone, self.settings.project)
+            zone = gce_instances.zone_of(instance)
+            proxy = gce_instances.iap_proxy_command(name, zone, self.settings.project)
         else:
             hostname = gce_instances.instance_address(instance, external=route == "external")
             proxy = None
@@ -320,7 +375,9 @@ class GceTarget:
         gce = self.settings
         route = ssh_route(gce)
         return [
-            f"project {gce.project}, zone {gce.zone}, API endpoint {self.clients.endpoint or 'default'}",
+            f"project {gce.project}, zone {gce.zone}"
+            + (f" (then {', '.join(self.zones[1:])} if it has no capacity)" if len(self.zones) > 1 else "")
+            + f", API endpoint {self.clients.endpoint or 'default'}",
             f"googlecompute bakes into candidate family {self.spec.candidate_family} (builder VM labelled "
             f"bakery-run-id, bakery-expires = now + {gce.builder_max_run_minutes} min)",
             f"test instance {gce_instances.instance_name(self.run_id)} ({gce.machine_type}, "

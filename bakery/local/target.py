@@ -8,14 +8,14 @@ from pathlib import Path
 from bakery import proc, render
 from bakery.baserecipe import content_key
 from bakery.config import BuildSpec, LocalSettings
-from bakery.errors import VMError
+from bakery.errors import PackerError, VMError
 from bakery.images import ImageRecord, ImageStore
 from bakery.imagetest import TestOutcome, run_image_tests
 from bakery.local.accel import choose_accelerator
 from bakery.local.baseimage import BaseImage, ensure_base_image, load_base_image
 from bakery.local.registry import LocalRegistry
 from bakery.local.vm import boot_vm
-from bakery.target import Say
+from bakery.target import Say, ZoneAttempt
 
 BASE_BUILD_TIMEOUT = 1800.0
 MIN_FREE_BYTES = 4 * 1024**3  # base build ~1 GiB, bake output + registry copy ~0.4 GiB each, QEMU overlays
@@ -69,6 +69,14 @@ class LocalTarget:
             "ssh_private_key_file": str(self.base.ssh_key),
             "output_directory": str(self.spec.output_dir),
         }
+
+    def retry_build(self, error: PackerError, say: Say) -> dict[str, str] | None:
+        """A local build has no zone to move to: a failure is final."""
+        return None
+
+    def zones_tried(self) -> list[ZoneAttempt]:
+        """Local VMs have no zones."""
+        return []
 
     def candidate_name(self, image_name: str) -> str:
         return image_name

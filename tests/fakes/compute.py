@@ -7,9 +7,18 @@ and instanceGroupManagers aggregatedList (seeded by tests, zonal or regional); p
 (``seed_public_image``: images.get/getFromFamily/list only, as for debian-cloud; anything else there is a 403).
 More projects of the fleet (``add_project``: another fake with the full API, served by the same server; any
 project the fake does not hold answers 403); VMs as the fleet's are (``seed_vm``: an instance with its boot
-disk, labels and metadata, e.g. a MIG's ``created-by``/``instance-template``). As the discovery document says
-of ``Disk.sourceImage`` ("If the source image is deleted, this field will not be set"), deleting an image
-clears that field from the disks made from it (``sourceImageId`` stays).
+disk, labels and metadata, e.g. a MIG's ``created-by``/``instance-template``). What ``invoke doctor`` reads:
+networks.get, subnetworks.get, firewalls.list, routers.list (regional; ``seed_network``/``seed_subnetwork``/
+``seed_firewall``/``seed_router``, a router's Cloud NAT covering all subnetworks), projects.get (``id`` = the
+project number, ``commonInstanceMetadata`` from ``project_metadata``, project ``quotas``), regions.get (any
+well-formed region name: UP, zones ``REGION-b/c/d``, region ``quotas``), zones.get (UP unless ``zone_status``
+says DOWN), machineTypes.get (``MACHINE_TYPES``; unknown or ``unavailable_machine_types`` in that zone: 404);
+quotas default to ``DEFAULT_*_QUOTAS`` (a bake fits), ``set_quota`` replaces one. ``api_disabled``: every
+Compute call answers Google's 403 accessNotConfigured / SERVICE_DISABLED (``api_disabled_error``).
+Resource Manager, IAM and Pub/Sub fakes (``cloudapis.py``) are served on the same port and attached as
+``resourcemanager``, ``iam`` and ``pubsub``, sharing ``calls``, ``violations`` and the lock.
+As the discovery document says of ``Disk.sourceImage`` ("If the source image is deleted, this field will not
+be set"), deleting an image clears that field from the disks made from it (``sourceImageId`` stays).
 Google's semantics where this project depends on them: name and label validation (400 invalid),
 404 notFound / 409 alreadyExists / 412 conditionNotMet error bodies, label fingerprints, list filters
 (``name``/``family``/``labels.KEY`` equality only; anything else is a 400), ``maxResults`` + ``pageToken``
@@ -35,6 +44,7 @@ import collections
 import datetime
 import hashlib
 import http.server
+import ipaddress
 import itertools
 import json
 import re
@@ -46,7 +56,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.base import Call, Fault, project_number
+from tests.fakes.cloudapis import CloudApis, FakeIam, FakePubSub, FakeResourceManager
 from tests.fakes.discovery import Discovery, Method, compute_v1
+
+__all__ = ["ApiError", "Call", "FakeCompute", "Fault", "fingerprint"]
 
 LINK_BASE = "https://www.googleapis.com/compute/v1/"
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -78,44 +92,104 @@ METHODS = {
     "disks": ("get", "list", "aggregatedList", "delete"),
     "globalOperations": ("get", "wait"),
     "zoneOperations": ("get", "wait"),
+    "networks": ("get",),
+    "subnetworks": ("get",),
+    "firewalls": ("list",),
+    "routers": ("list",),
+    "projects": ("get",),
+    "regions": ("get",),
+    "zones": ("get",),
+    "machineTypes": ("get",),
 }
+#: (guestCpus, memoryMb) of the machine types the fake knows; others are 404. From
+#: https://cloud.google.com/compute/docs/general-purpose-machines (E2: e2-medium 2 shared vCPUs / 4 GB, standard
+#: types 4 GB per vCPU; N2 standard 4 GB per vCPU); the table rows were not re-read for this fake.
+MACHINE_TYPES = {
+    "e2-small": (2, 2048),
+    "e2-medium": (2, 4096),
+    "e2-standard-2": (2, 8192),
+    "e2-standard-4": (4, 16384),
+    "n2-standard-2": (2, 8192),
+    "n2-standard-4": (4, 16384),
+}
+SHARED_CORE_TYPES = {"e2-small", "e2-medium"}
+REGION_RE = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")  # us-east1, europe-west1, northamerica-northeast1
+REGION_ZONES = ("b", "c", "d")
+#: Quotas a bake fits in (``set_quota`` replaces them); metric names are ``Quota.metric`` enum values.
+DEFAULT_REGION_QUOTAS = {
+    "CPUS": 24.0,
+    "DISKS_TOTAL_GB": 4096.0,
+    "SSD_TOTAL_GB": 500.0,
+    "IN_USE_ADDRESSES": 8.0,
+    "INSTANCES": 24.0,
+}
+DEFAULT_PROJECT_QUOTAS = {"IMAGES": 2000.0, "FIREWALLS": 200.0, "NETWORKS": 5.0}
 PUBLIC_READS = {"compute.images.get", "compute.images.getFromFamily", "compute.images.list"}
 
 
 class ApiError(Exception):
-    """An error answer: HTTP status, Google ``reason`` and message."""
+    """An error answer: HTTP status, Google ``reason`` and message; ``domain``, ``extended_help``,
+    ``status`` and ``details`` where Google's answer has them (e.g. a disabled API's)."""
 
-    def __init__(self, code: int, message: str, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        reason: str | None = None,
+        *,
+        domain: str = "global",
+        extended_help: str = "",
+        status: str = "",
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason or REASONS.get(code, "invalid")
         self.message = message
+        self.domain, self.extended_help, self.status, self.details = domain, extended_help, status, details
 
     def body(self) -> dict[str, Any]:
-        detail = {"domain": "global", "reason": self.reason, "message": self.message}
-        return {"error": {"code": self.code, "message": self.message, "errors": [detail]}}
+        detail = {"domain": self.domain, "reason": self.reason, "message": self.message}
+        if self.extended_help:
+            detail["extendedHelp"] = self.extended_help
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "errors": [detail]}
+        if self.status:
+            error["status"] = self.status
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
 
 
-@dataclass(frozen=True)
-class Fault:
-    """What to do to one call: answer ``status``; answer after ``delay`` s; fail its operation with
-    ``op_error`` = (code, message, HTTP status); or pass the response through ``corrupt``."""
-
-    status: int | None = None
-    delay: float = 0.0
-    op_error: tuple[str, str, int] | None = None
-    corrupt: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-
-
-@dataclass(frozen=True)
-class Call:
-    """One recorded request."""
-
-    method: str
-    http_method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Any
+def api_disabled_error(project: str) -> ApiError:
+    """What Compute answers every call when the API is disabled in the calling project. Message and
+    reason as quoted in vmware-archive/gcp-pcf-quickstart#12 (Compute, 2018: "googleapi: Error 403: ...,
+    accessNotConfigured"; it still had an "Access Not Configured." prefix that later answers of the same kind
+    lack: terraform-google-modules/terraform-google-project-factory#718, 2022); domain ``usageLimits`` and
+    ``extendedHelp`` as in Spencer-Easton/Apps-Script-Gmail-Push-Notifications-v2#3; ``status`` and the
+    ``ErrorInfo`` reason SERVICE_DISABLED as in google-gemini/gemini-cli#25226 ("403 PERMISSION_DENIED: ...
+    SERVICE_DISABLED"). The ErrorInfo metadata keys are not verified against a captured answer."""
+    number = project_number(project)
+    url = f"https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project={number}"
+    message = (
+        f"Compute Engine API has not been used in project {number} before or it is disabled. Enable it by "
+        f"visiting {url} then retry. If you enabled this API recently, wait a few minutes for the action to "
+        "propagate to our systems and retry."
+    )
+    info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "SERVICE_DISABLED",
+        "domain": "googleapis.com",
+        "metadata": {"service": "compute.googleapis.com", "consumer": f"projects/{number}", "activationUrl": url},
+    }
+    return ApiError(
+        403,
+        message,
+        "accessNotConfigured",
+        domain="usageLimits",
+        extended_help="https://console.developers.google.com",
+        status="PERMISSION_DENIED",
+        details=[info],
+    )
 
 
 @dataclass
@@ -146,6 +220,15 @@ class FakeCompute:
     request_ids: dict[str, str] = field(default_factory=dict)
     instance_ips: dict[str, str] = field(default_factory=dict)
     serial_output: dict[str, str] = field(default_factory=dict)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subnetworks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (region, name)
+    firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (region, name)
+    project_metadata: dict[str, str] = field(default_factory=dict)  # commonInstanceMetadata.items
+    quotas: dict[tuple[str | None, str], tuple[float, float]] = field(default_factory=dict)  # set_quota
+    zone_status: dict[str, str] = field(default_factory=dict)  # zone -> UP/DOWN (default UP)
+    unavailable_machine_types: set[tuple[str, str]] = field(default_factory=set)  # (zone, machine type)
+    api_disabled: bool = False
     calls: list[Call] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     faults: dict[str, collections.deque[Fault]] = field(
@@ -162,6 +245,22 @@ class FakeCompute:
             for name in names:
                 handler = getattr(self, f"_{resource}_{name}".replace("Operations", "_operations").lower())
                 self.routes.append((self.discovery.method(resource, name), handler))
+        self.cloudapis = CloudApis.create(self.project, self.calls, self.violations, self.lock)
+
+    @property
+    def resourcemanager(self) -> FakeResourceManager:
+        """The Resource Manager v3 fake on this fake's server (``cloudapis.py``)."""
+        return self.cloudapis.resourcemanager
+
+    @property
+    def iam(self) -> FakeIam:
+        """The IAM v1 fake on this fake's server (``cloudapis.py``)."""
+        return self.cloudapis.iam
+
+    @property
+    def pubsub(self) -> FakePubSub:
+        """The Pub/Sub v1 fake on this fake's server (``cloudapis.py``)."""
+        return self.cloudapis.pubsub
 
     # --- test controls -------------------------------------------------------------------------------
 
@@ -209,6 +308,7 @@ class FakeCompute:
                 other = FakeCompute(project=project, op_polls=self.op_polls, discovery=self.discovery)
                 other._ids = self._ids  # ids stay unique across projects, as Google's are
                 self.projects[project] = other
+                self.resourcemanager.seed_project(project)
             return self.projects[project]
 
     def seed_vm(
@@ -360,6 +460,122 @@ class FakeCompute:
             self.disks[zone, name] = disk
             return disk
 
+    def seed_network(self, name: str) -> dict[str, Any]:
+        """Add a custom-mode VPC network (its ``subnetworks`` are the seeded ones that name it)."""
+        with self.lock:
+            network = {
+                "kind": "compute#network",
+                "id": self._id(),
+                "creationTimestamp": self._timestamp(),
+                "name": name,
+                "selfLink": self._link(f"global/networks/{name}"),
+                "autoCreateSubnetworks": False,
+                "routingConfig": {"routingMode": "REGIONAL"},
+            }
+            self.networks[name] = network
+            return network
+
+    def seed_subnetwork(
+        self,
+        region: str,
+        name: str,
+        *,
+        network: str,
+        private_google_access: bool = True,
+        ip_cidr_range: str = "10.0.0.0/24",
+    ) -> dict[str, Any]:
+        """Add a subnetwork of ``network`` (a network name) in ``region``."""
+        with self.lock:
+            cidr = ipaddress.ip_network(ip_cidr_range)
+            subnetwork = {
+                "kind": "compute#subnetwork",
+                "id": self._id(),
+                "creationTimestamp": self._timestamp(),
+                "name": name,
+                "network": self._link(f"global/networks/{network}"),
+                "ipCidrRange": str(cidr),
+                "gatewayAddress": str(next(cidr.hosts())),
+                "region": self._link(f"regions/{region}"),
+                "selfLink": self._link(f"regions/{region}/subnetworks/{name}"),
+                "privateIpGoogleAccess": private_google_access,
+                "fingerprint": fingerprint({"name": name, "cidr": str(cidr)}),
+                "stackType": "IPV4_ONLY",
+            }
+            self.subnetworks[region, name] = subnetwork
+            return subnetwork
+
+    def seed_firewall(
+        self,
+        name: str,
+        *,
+        network: str,
+        source_ranges: Iterable[str],
+        allowed: Iterable[tuple[str, Iterable[str]]] = (("tcp", ("22",)),),
+        direction: str = "INGRESS",
+        disabled: bool = False,
+        target_tags: Iterable[str] = (),
+        target_service_accounts: Iterable[str] = (),
+        priority: int = 1000,
+    ) -> dict[str, Any]:
+        """Add a firewall rule of ``network``; ``allowed``: (protocol, ports) pairs, no ports = all ports;
+        an EGRESS rule's ``source_ranges`` become its ``destinationRanges``."""
+        with self.lock:
+            rule: dict[str, Any] = {
+                "kind": "compute#firewall",
+                "id": self._id(),
+                "creationTimestamp": self._timestamp(),
+                "name": name,
+                "network": self._link(f"global/networks/{network}"),
+                "priority": priority,
+                "direction": direction,
+                "allowed": [
+                    {"IPProtocol": protocol, **({"ports": list(ports)} if ports else {})}
+                    for protocol, ports in ((p, tuple(ports)) for p, ports in allowed)
+                ],
+                "disabled": disabled,
+                "selfLink": self._link(f"global/firewalls/{name}"),
+                "logConfig": {"enable": False},
+                ("sourceRanges" if direction == "INGRESS" else "destinationRanges"): list(source_ranges),
+            }
+            if tags := list(target_tags):
+                rule["targetTags"] = tags
+            if accounts := list(target_service_accounts):
+                rule["targetServiceAccounts"] = accounts
+            self.firewalls[name] = rule
+            return rule
+
+    def seed_router(self, region: str, name: str, *, network: str, nat: bool = True) -> dict[str, Any]:
+        """Add a Cloud Router of ``network`` in ``region``; ``nat``: with a Cloud NAT for every subnetwork's
+        ranges and automatically allocated addresses."""
+        with self.lock:
+            router: dict[str, Any] = {
+                "kind": "compute#router",
+                "id": self._id(),
+                "creationTimestamp": self._timestamp(),
+                "name": name,
+                "region": self._link(f"regions/{region}"),
+                "network": self._link(f"global/networks/{network}"),
+                "selfLink": self._link(f"regions/{region}/routers/{name}"),
+            }
+            if nat:
+                router["nats"] = [
+                    {
+                        "name": f"{name}-nat",
+                        "sourceSubnetworkIpRangesToNat": "ALL_SUBNETWORKS_ALL_IP_RANGES",
+                        "natIpAllocateOption": "AUTO_ONLY",
+                    }
+                ]
+            self.routers[region, name] = router
+            return router
+
+    def set_quota(self, metric: str, *, limit: float, usage: float = 0.0, region: str | None = None) -> None:
+        """Set a quota of the project (``region`` None, e.g. IMAGES) or of one region (e.g. CPUS), replacing
+        the default (``DEFAULT_*_QUOTAS``); ``metric`` must be a value of the document's ``Quota.metric``."""
+        if metric not in self.discovery.schemas["Quota"]["properties"]["metric"]["enum"]:
+            raise ValueError(f"{metric!r} is not a Compute quota metric (Quota.metric enum)")
+        with self.lock:
+            self.quotas[region, metric] = (float(limit), float(usage))
+
     def calls_of(self, method: str) -> list[Call]:
         with self.lock:
             return [c for c in self.calls if c.method == method]
@@ -395,7 +611,11 @@ class FakeCompute:
             None,
         )
         if route is None:
+            elsewhere = self.cloudapis.route(http_method, url.path)
             with self.lock:
+                if elsewhere is not None:  # Resource Manager, IAM or Pub/Sub (cloudapis.py)
+                    api, api_method, api_handler, params = elsewhere
+                    return api.answer(api_method, api_handler, params, path=url.path, query=query, body=body)
                 self.violations.append(f"no such method: {http_method} {url.path}")
             return 404, ApiError(404, f"fake: no route for {http_method} {url.path}").body(), 0.0
         method, handler, match = route
@@ -409,6 +629,8 @@ class FakeCompute:
                 problems.append(f"{method.id}: unexpected request body")
             if problems:
                 return self._violation(problems)
+            if self.api_disabled:  # whichever project is read: the caller's (consumer) project is checked
+                return 403, api_disabled_error(self.project).body(), fault.delay
             if fault.status:
                 return fault.status, ApiError(fault.status, f"fake: injected {fault.status}").body(), fault.delay
             request_id = query.get("requestId", [""])[0]
@@ -701,6 +923,114 @@ class FakeCompute:
         items = [m for _, m in sorted(self.migs.items())]
         return self._aggregated(query, items, "instanceGroupManagers", "compute#instanceGroupManagerAggregatedList")
 
+    # --- network, project and capacity reads (for ``invoke doctor``) ------------------------------------
+
+    def _networks_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        name = params["network"]
+        if name not in self.networks:
+            raise ApiError(404, f"The resource '{self._path('global/networks', name)}' was not found")
+        subnets = [s["selfLink"] for _, s in sorted(self.subnetworks.items()) if s["network"].endswith(f"/{name}")]
+        return {**self.networks[name], **({"subnetworks": subnets} if subnets else {})}
+
+    def _subnetworks_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        region, name = params["region"], params["subnetwork"]
+        if (region, name) not in self.subnetworks:
+            raise ApiError(404, f"The resource '{self._path(f'regions/{region}/subnetworks', name)}' was not found")
+        return self.subnetworks[region, name]
+
+    def _firewalls_list(self, *, query: Query, **_: Any) -> Json:
+        items = [f for _, f in sorted(self.firewalls.items())]
+        return self._page(query, items, "compute#firewallList", "global/firewalls")
+
+    def _routers_list(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
+        region = params["region"]
+        self._check_region(region)
+        items = [r for (where, _), r in sorted(self.routers.items()) if where == region]
+        return self._page(query, items, "compute#routerList", f"regions/{region}/routers")
+
+    def _projects_get(self, **_: Any) -> Json:
+        metadata: dict[str, Any] = {"kind": "compute#metadata", "fingerprint": fingerprint(self.project_metadata)}
+        if self.project_metadata:
+            metadata["items"] = [{"key": k, "value": v} for k, v in self.project_metadata.items()]
+        number = project_number(self.project)
+        return {
+            "kind": "compute#project",
+            "id": number,
+            "creationTimestamp": "2024-01-02T03:04:05.678-08:00",
+            "name": self.project,
+            "commonInstanceMetadata": metadata,
+            "quotas": self._quotas(None),
+            "selfLink": self._link("")[:-1],
+            "defaultServiceAccount": f"{number}-compute@developer.gserviceaccount.com",
+            "defaultNetworkTier": "PREMIUM",
+            "xpnProjectStatus": "UNSPECIFIED_XPN_PROJECT_STATUS",
+        }
+
+    def _regions_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        region = params["region"]
+        self._check_region(region)
+        return {
+            "kind": "compute#region",
+            "id": _stable_id(region),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": region,
+            "description": region,
+            "status": "UP",
+            "zones": [self._link(f"zones/{region}-{letter}") for letter in REGION_ZONES],
+            "quotas": self._quotas(region),
+            "selfLink": self._link(f"regions/{region}"),
+        }
+
+    def _zones_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        zone = params["zone"]
+        region = self._check_zone(zone)
+        return {
+            "kind": "compute#zone",
+            "id": _stable_id(zone),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": zone,
+            "description": zone,
+            "status": self.zone_status.get(zone, "UP"),
+            "region": self._link(f"regions/{region}"),
+            "selfLink": self._link(f"zones/{zone}"),
+        }
+
+    def _machinetypes_get(self, *, params: dict[str, str], **_: Any) -> Json:
+        zone, name = params["zone"], params["machineType"]
+        self._check_zone(zone)
+        if name not in MACHINE_TYPES or (zone, name) in self.unavailable_machine_types:
+            raise ApiError(404, f"The resource '{self._path(f'zones/{zone}/machineTypes', name)}' was not found")
+        cpus, memory_mb = MACHINE_TYPES[name]
+        return {
+            "kind": "compute#machineType",
+            "id": _stable_id(name),
+            "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+            "name": name,
+            "description": f"{cpus} vCPUs, {memory_mb / 1024:g} GB RAM",
+            "guestCpus": cpus,
+            "memoryMb": memory_mb,
+            "isSharedCpu": name in SHARED_CORE_TYPES,
+            "zone": zone,  # a name, not a link (the document: "The name of the zone ...")
+            "selfLink": self._link(f"zones/{zone}/machineTypes/{name}"),
+        }
+
+    def _quotas(self, region: str | None) -> list[dict[str, Any]]:
+        defaults = DEFAULT_PROJECT_QUOTAS if region is None else DEFAULT_REGION_QUOTAS
+        merged = {**{m: (limit, 0.0) for m, limit in defaults.items()}}
+        merged.update({m: value for (where, m), value in self.quotas.items() if where == region})
+        return [{"metric": m, "limit": limit, "usage": usage} for m, (limit, usage) in sorted(merged.items())]
+
+    def _check_region(self, region: str) -> None:
+        if not REGION_RE.match(region):
+            raise ApiError(404, f"The resource '{self._path('regions', region)}' was not found")
+
+    def _check_zone(self, zone: str) -> str:
+        """The zone's region; 404 unless ``zone`` is a well-formed zone name."""
+        region, _, letter = zone.rpartition("-")
+        if not REGION_RE.match(region) or not re.fullmatch("[a-z]", letter):
+            raise ApiError(404, f"The resource '{self._path('zones', zone)}' was not found")
+        return region
+
     # --- operations ----------------------------------------------------------------------------------
 
     def _global_operations_get(self, *, params: dict[str, str], **_: Any) -> Json:
@@ -914,6 +1244,11 @@ class FakeCompute:
 
 Json = dict[str, Any]
 Query = dict[str, list[str]]
+
+
+def _stable_id(name: str) -> str:
+    """A fixed numeric id for a public resource (region, zone, machine type), as Google's are."""
+    return str(int.from_bytes(hashlib.sha256(name.encode()).digest()[:6], "big"))
 
 
 def _rfc3339(when: datetime.datetime) -> str:

@@ -1,9 +1,18 @@
-"""The official Compute v1 discovery document: routes and schema validation for the fake Compute API.
+"""Google API discovery documents: routes and schema validation for the fake Google APIs.
 
-The document ships with google-api-python-client (a pinned dev dependency). The real client silently drops
-response fields it does not know, so the fake validates everything it sends and receives against the
-document instead: unknown properties, wrong JSON types, bad enum values and unknown query parameters are
-violations.
+The documents ship with google-api-python-client (a pinned dev dependency), in
+``googleapiclient/discovery_cache/documents/``: Compute v1 for the Compute fake, Resource Manager v3, IAM v1
+and Pub/Sub v1 for ``cloudapis.py``. The real clients silently drop response fields they do not know, so the
+fakes validate everything they send and receive against the document instead: unknown properties, wrong
+JSON types, bad enum values and unknown query parameters are violations.
+
+Routes: a method's ``path`` is matched with its parameters, nested resources (``projects.topics``) by their
+dotted name. Reserved expansions (``{+name}``, RFC 6570: may contain ``/``) match the parameter's ``pattern``
+where the document gives one, else any non-empty text; where the document gives a ``flatPath``
+(``v1/projects/{projectsId}/topics/{topicsId}``) the request must match it too. Either is what the GAPIC
+REST transports send: e.g. ``/v1/{topic=projects/*/topics/*}`` in
+``google/pubsub_v1/services/publisher/transports/rest_base.py`` (google-cloud-pubsub 2.44.0) is the same URL
+as the document's ``v1/{+topic}`` with pattern ``^projects/[^/]+/topics/[^/]+$``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ INT_STRING = re.compile(r"^-?[0-9]+$")
 
 @dataclass(frozen=True)
 class Method:
-    """One API method: ``id`` like ``compute.images.get``, HTTP verb, path regex and schemas."""
+    """One API method: ``id`` like ``compute.images.get``, HTTP verb, path regexes and schemas."""
 
     id: str
     http_method: str
@@ -30,6 +39,14 @@ class Method:
     parameters: dict[str, Any]
     request: str | None
     response: str | None
+    flat_path: re.Pattern[str] | None = None
+
+    def match(self, url_path: str) -> dict[str, str] | None:
+        """The path parameters (still percent-encoded) if ``url_path`` is this method's, else None."""
+        found = self.path.match(url_path)
+        if found is None or (self.flat_path is not None and not self.flat_path.match(url_path)):
+            return None
+        return found.groupdict()
 
 
 class Discovery:
@@ -41,17 +58,38 @@ class Discovery:
         self.base_path = "/" + document["servicePath"]  # /compute/v1/
 
     def method(self, resource: str, name: str) -> Method:
-        spec = self.document["resources"][resource]["methods"][name]
-        pattern = re.escape(self.base_path + spec["path"])
-        pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", pattern)
+        """The method ``name`` of ``resource`` (nested resources dotted: ``projects.serviceAccounts``)."""
+        node = self.document
+        for part in resource.split("."):
+            node = node["resources"][part]
+        spec = node["methods"][name]
+        parameters: dict[str, Any] = spec.get("parameters", {})
+        flat = spec.get("flatPath")
         return Method(
             id=spec["id"],
             http_method=spec["httpMethod"],
-            path=re.compile(f"^{pattern}$"),
-            parameters=spec.get("parameters", {}),
+            path=self._path_regex(spec["path"], parameters),
+            parameters=parameters,
             request=spec.get("request", {}).get("$ref"),
             response=spec.get("response", {}).get("$ref"),
+            flat_path=self._path_regex(flat, {}) if flat and flat != spec["path"] else None,
         )
+
+    def _path_regex(self, template: str, parameters: dict[str, Any]) -> re.Pattern[str]:
+        """``{name}`` matches one segment; ``{+name}`` the parameter's pattern (or any text, ``/`` too)."""
+
+        def group(found: re.Match[str]) -> str:
+            reserved, name = found.group(1) == "+", found.group(2)
+            if not reserved:
+                return f"(?P<{name}>[^/]+)"
+            pattern = parameters.get(name, {}).get("pattern", "^.+$").removeprefix("^").removesuffix("$")
+            return f"(?P<{name}>{pattern})"
+
+        parts = re.split(r"(\{\+?\w+\})", self.base_path + template)
+        regex = "".join(
+            re.sub(r"\{(\+?)(\w+)\}", group, part) if part.startswith("{") else re.escape(part) for part in parts
+        )
+        return re.compile(f"^{regex}$")
 
     def validate(self, value: Any, schema_name: str) -> list[str]:
         errors: list[str] = []
@@ -121,7 +159,12 @@ class Discovery:
 
 
 @functools.cache
-def compute_v1() -> Discovery:
-    """The Compute v1 document installed with google-api-python-client (parsed once per process)."""
-    path = importlib.resources.files("googleapiclient") / "discovery_cache/documents/compute.v1.json"
+def load(name: str) -> Discovery:
+    """The document ``name`` (e.g. ``pubsub.v1``) installed with google-api-python-client (parsed once)."""
+    path = importlib.resources.files("googleapiclient") / f"discovery_cache/documents/{name}.json"
     return Discovery(json.loads(path.read_text()))
+
+
+def compute_v1() -> Discovery:
+    """The Compute v1 document."""
+    return load("compute.v1")

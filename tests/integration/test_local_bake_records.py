@@ -16,10 +16,12 @@ import pytest
 
 from bakery import cli, identity, imagetest, pipeline, provenance, render, sbom
 from bakery.config import BuildSpec
+from bakery.errors import PackerError
 from bakery.images import ImageRecord, ImageStore
 from bakery.imagetest import Package, TestOutcome
 from bakery.local.registry import LocalRegistry
 from bakery.proc import Completed
+from bakery.target import ZoneAttempt
 from tests.support import build_in
 
 PACKAGES = [Package("osquery", "0.0.0~standin", "amd64"), Package("rsyslog", "8.2302.0-1", "amd64")]
@@ -50,6 +52,12 @@ class LocalLikeTarget:
 
     def prepare(self, rendered: render.Rendered, say: pipeline.Say) -> dict[str, str]:
         return {"accelerator": "tcg", "output_directory": str(self.out)}
+
+    def retry_build(self, error: PackerError, say: pipeline.Say) -> dict[str, str] | None:
+        return None
+
+    def zones_tried(self) -> list[ZoneAttempt]:
+        return []
 
     def candidate_name(self, image_name: str) -> str:
         return image_name

@@ -250,6 +250,39 @@ CASES = [
         use_runtime=False,
         setup=_file("ci.yaml", "bakery:\n  environments:\n    local:\n      family: Osquery-{variant}\n"),
     ),
+    # gce.zones (the zone fallback): well-formed, one region, no duplicates, starting with gce.zone
+    Case(
+        "gce-zones-other-region",
+        ("render", "--env", "gstg"),
+        "{runtime}",
+        "bakery.environments.gstg.gce.zones",
+        "'us-west1-a' is not in region us-east1",
+        yaml="  environments:\n    gstg:\n      gce: {zones: [us-east1-c, us-west1-a]}\n",
+    ),
+    Case(
+        "gce-zones-duplicate",
+        ("render", "--env", "gstg"),
+        "{runtime}",
+        "bakery.environments.gstg.gce.zones",
+        "'us-east1-b' is listed twice",
+        yaml="  environments:\n    gstg:\n      gce: {zones: [us-east1-c, us-east1-b, us-east1-b]}\n",
+    ),
+    Case(
+        "gce-zones-not-first",
+        ("render", "--env", "gstg"),
+        "{runtime}",
+        "bakery.environments.gstg.gce.zones",
+        "must start with zone 'us-east1-c'",
+        yaml="  environments:\n    gstg:\n      gce: {zones: [us-east1-b, us-east1-c]}\n",
+    ),
+    Case(
+        "gce-zones-malformed",
+        ("render", "--env", "gstg"),
+        "{runtime}",
+        "bakery.environments.gstg.gce.zones",
+        "'us-east1' is not a Compute Engine zone",
+        yaml="  environments:\n    gstg:\n      gce: {zones: [us-east1-c, us-east1]}\n",
+    ),
     # --- 4. osquery flags, packs and templates: the file and line -------------------------------------------
     Case(
         "flag-unknown",

@@ -533,3 +533,15 @@ def test_problems_reports_a_source_of_another_builder(specs: list[BuildSpec]) ->
         "required_plugins: qemu: not the pinned plugin googlecompute",
         "required_plugins: does not name googlecompute",
     ]
+
+
+def test_gce_builder_never_switches_to_os_login(specs: list[BuildSpec]) -> None:
+    """googlecompute v1.2.7 logs in through the caller's OS Login profile when ``use_os_login`` is unset and the
+    project has enable-oslogin=TRUE (builder/googlecompute/step_import_os_login_ssh_key.go lines 43-51), although
+    the builder's own metadata turns OS Login off: the template must say ``use_os_login = false``."""
+    for spec in (s for s in specs if s.env.target == "gce"):
+        for version in (PACKER_WITH_PLUGINS, PACKER_166):
+            template, _ = render.packer_template(spec, version)
+            source = hcl2.loads(template)["source"][0]['"googlecompute"']['"osquery"']
+            assert source["use_os_login"] is False, spec.env_name
+            assert source["metadata"]["enable-oslogin"] == '"false"', spec.env_name

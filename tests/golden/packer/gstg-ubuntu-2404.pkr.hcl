@@ -188,6 +188,11 @@ source "googlecompute" "osquery" {
     block-project-ssh-keys = "true"
     enable-oslogin         = "false"
   }
+  # Unset, the plugin imports its key into the caller's OS Login profile and logs in as that profile's user
+  # whenever the PROJECT has enable-oslogin=TRUE, ignoring the instance's "false" above, so the key the guest
+  # agent installs from ssh-keys would not match the user (packer-plugin-googlecompute v1.2.7
+  # builder/googlecompute/step_import_os_login_ssh_key.go lines 43-51).
+  use_os_login = false
 
   communicator = "ssh"
   ssh_username = var.ssh_username

@@ -124,6 +124,8 @@ class Bed:
             target_for=self.target,
             build=self.build,
             now=lambda: night + datetime.timedelta(minutes=next(ticks)),
+            # the nightly's logic on the fake; its preflight (the doctor's checks) is tested in test_doctor.py
+            preflight=kwargs.pop("preflight", False),
             **kwargs,
         )
 
