@@ -57,8 +57,8 @@ def run(
     variant failed (after the report and the webhook). ``dry_run``: decide and report, bake nothing.
     With ``coverage.enabled``, the report gains the fleet's coverage (``coverage_clients``: default, the
     environment's own). A GCE nightly runs the doctor's checks first (``preflight``: False skips them, a
-    callable replaces them); if one fails, no variant runs and PreflightFailed (exit 2) is raised after the
-    report is written."""
+    callable replaces them); if one fails, no variant runs: the report and the webhook say so, then
+    PreflightFailed (exit 2, 3 for a missing tool) is raised."""
     specs = settings.specs(env, variant)
     nightly = NightlyRun(specs[0].env_name, now(), [VariantResult(spec) for spec in specs])
     nightly.git_sha = git_sha()
@@ -67,22 +67,25 @@ def run(
     # report directory that cannot be written would otherwise fail only after the whole run.
     check_output_location(directory, "--report-dir" if report_dir else "the report directory")
     packer_version = detect_version()
+    stopped: gce_doctor.PreflightFailed | None = None
     try:
         if preflight and not dry_run and specs[0].env.target == "gce":
-            (gce_doctor.preflight if preflight is True else preflight)(specs, say)
-        for result in nightly.results:
+            try:
+                (gce_doctor.preflight if preflight is True else preflight)(specs, say)
+            except gce_doctor.PreflightFailed as exc:
+                stopped = exc
+                checks = ", ".join(c.name for c in exc.report.failed)
+                for result in nightly.results:
+                    result.reason = f"not run: preflight failed ({checks}); see `invoke doctor --env {exc.report.env}`"
+        for result in nightly.results if stopped is None else ():
             say(f"=== {result.spec.env_name}/{result.spec.variant_name} ({result.spec.family})")
             report = BakeReport(result.spec, git_sha=nightly.git_sha, packer_version=packer_version)
             run_variant(result, report, target_for, build, say, now=now(), dry_run=dry_run)
             say(f"=== {result.spec.variant_name}: {result.action} ({result.seconds:.1f} s): {result.reason}")
-        nightly.coverage = coverage_section(settings, nightly.env_name, say, coverage_clients)
+        if stopped is None:
+            nightly.coverage = coverage_section(settings, nightly.env_name, say, coverage_clients)
     except BaseException as exc:
-        if isinstance(exc, Interrupted | KeyboardInterrupt):
-            why = "interrupted"
-        elif isinstance(exc, gce_doctor.PreflightFailed):
-            why = f"stopped: preflight failed ({'; '.join(c.name for c in exc.report.failed)})"
-        else:
-            why = f"stopped by {exc!r}"
+        why = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else f"stopped by {exc!r}"
         for result in nightly.results:
             if result.action == "not run":
                 result.reason = result.reason or f"not run: the nightly was {why}"
@@ -100,6 +103,8 @@ def run(
                 say(f"failure summary sent to the webhook at {notify.safe_url(url)}")
             except BakeryError as exc:
                 say(f"WARNING: {exc}")
+        if stopped is not None:  # exit 2 (3: a tool), as a bake's preflight: the environment, not an image
+            raise stopped
         failed = ", ".join(
             f"{r.spec.variant_name} ({r.reason.splitlines()[0] if r.reason else '?'})" for r in nightly.failed
         )

@@ -10,14 +10,16 @@ not answer its probe fails its checks at once instead of timing out again for ea
 
 from __future__ import annotations
 
-import concurrent.futures
 import ipaddress
 import json
 import os
+import re
 import shutil
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import google.auth
@@ -25,7 +27,7 @@ import google.auth.credentials
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
-from google.iam.v1 import iam_policy_pb2
+from google.iam.v1 import iam_policy_pb2, options_pb2
 
 from bakery import packer_plugins, proc
 from bakery.config import BuildSpec, GceSettings, PubSub
@@ -34,7 +36,7 @@ from bakery.gce import iamfacts
 from bakery.gce.client import ComputeApiError, ComputeClients, ComputeNotFound, resolve_endpoint
 from bakery.gce.cloud import ENDPOINT_ENVS, CloudApiError, CloudClients, iam_request
 from bakery.gce.retry import RetriesExhausted, RetryPolicy
-from bakery.gcloud import override_for
+from bakery.gcloud import OVERRIDE, override_for
 from bakery.packer import detect_version
 from bakery.target import Say
 
@@ -44,6 +46,8 @@ LABELS: dict[str, str] = {"ok": "ok", "fail": "FAIL", "warn": "warn", "skip": "s
 CALL_TIMEOUT = 8.0
 #: One retry on a transient answer (a 5xx, 429 or dropped connection), then the check fails.
 RETRY = RetryPolicy(attempts=2, initial=0.5, maximum=1.0, deadline=2 * CALL_TIMEOUT + 2)
+#: How long the parallel probes may take together (two attempts of CALL_TIMEOUT each, and some room).
+PROBE_TIMEOUT = 2 * CALL_TIMEOUT + 5
 TOOL_TIMEOUT = 15.0
 #: Exit codes: a check failed (configuration or environment), a required tool is missing.
 EXIT_FAILED, EXIT_TOOL = 2, 3
@@ -52,6 +56,12 @@ READ_ROLES = (
     "grant the caller roles/compute.viewer (Compute reads) and roles/iam.securityReviewer (IAM policies of the "
     "project and the topic), then run doctor again"
 )
+#: A Shared VPC path: ``projects/HOST/global/networks/N`` or ``projects/HOST/regions/R/subnetworks/S`` (or a URL).
+SHARED_VPC_LINK = re.compile(r"(?:^|/)projects/(?P<project>[^/]+)/(?:global|regions/[^/]+)/(?:sub)?networks/")
+#: Ask for policy version 3: "Requests for policies with any conditional role bindings must specify version
+#: 3" (google/iam/v1/options.proto, GetPolicyOptions.requested_policy_version); older versions drop the
+#: conditions, and a conditional grant would count as unconditional.
+POLICY_V3 = options_pb2.GetPolicyOptions(requested_policy_version=3)
 #: Checks where a 403 is the finding itself: Resource Manager answers 403 for a project that does not exist
 #: as for one the caller may not see (and testIamPermissions needs no permission of its own).
 DENIAL_FAILS = {
@@ -169,7 +179,7 @@ def gcloud_accounts() -> proc.Completed:
         timeout=TOOL_TIMEOUT,
         check=False,
         env=override_for(os.environ),
-    )
+    )  # without bakery's credential file for gcloud (check_gcloud asks only then)
 
 
 def default_credentials() -> tuple[google.auth.credentials.Credentials, str | None]:
@@ -187,6 +197,7 @@ class Tools:
     gcloud_accounts: Callable[[], proc.Completed] = gcloud_accounts
     packer_version: Callable[[], tuple[int, int, int]] = detect_version
     credentials: Callable[[], tuple[google.auth.credentials.Credentials, str | None]] = default_credentials
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
 @dataclass
@@ -235,8 +246,11 @@ class Doctor:
             self.check_private_google_access,
             self.check_iap_firewall,
             self.check_nat,
-            *(_for_variant(self.check_source_image, spec) for spec in self.specs),
-            *(_for_variant(self.check_head, spec) for spec in self.specs),
+            *(
+                _named(f"images.source.{spec.variant_name}", partial(self.check_source_image, spec))
+                for spec in self.specs
+            ),
+            *(_named(f"images.head.{spec.variant_name}", partial(self.check_head, spec)) for spec in self.specs),
             self.check_topic,
             self.check_publishers,
             self.check_test_vm_topic,
@@ -267,7 +281,7 @@ class Doctor:
         """One call per API, in parallel; their answers are reused by the checks."""
         probes: dict[str, Callable[[], Any]] = {
             "compute.project": lambda: self._compute(
-                "project", self._c.projects.get, compute_v1.GetProjectRequest(project=self.gce.project), probe=True
+                "projects.get", self._c.projects.get, compute_v1.GetProjectRequest(project=self.gce.project), probe=True
             ),
             "resourcemanager.project": lambda: self._cloud(
                 "Resource Manager",
@@ -283,13 +297,22 @@ class Doctor:
                 self._act_as(self.gce.service_account, probe=True) if self.gce.service_account else None
             ),
         }
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(probes)) as pool:
-            futures = {key: pool.submit(fn) for key, fn in probes.items()}
-            for key, future in futures.items():
-                try:
-                    self.cache[key] = future.result()
-                except Exception as exc:  # noqa: BLE001 - kept for the check that reads it (Ctrl-C is not caught)
-                    self.cache[key] = exc
+
+        # Daemon threads, not an executor: a Ctrl-C while a probe waits on a silent API must not wait for it.
+        def probe(key: str, fn: Callable[[], Any]) -> None:
+            try:
+                self.cache[key] = fn()
+            except Exception as exc:  # noqa: BLE001 - kept for the check that reads it
+                self.cache[key] = exc
+
+        threads = [threading.Thread(target=probe, args=item, daemon=True) for item in probes.items()]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for key in probes:  # a probe still running past every call's timeout and retry: treat its API as silent
+            self.cache.setdefault(key, _Unreachable(f"{key}: no answer within {PROBE_TIMEOUT:g} s"))
 
     def _cached(self, key: str) -> Any:
         value = self.cache[key]
@@ -372,6 +395,14 @@ class Doctor:
         binary = f"packer-plugin-{plugin.name}_v{plugin.version}_"
         if listed.returncode == 0 and binary in listed.output:
             yield Check(name, "ok", f"Packer {dotted}, plugin {plugin.name} {plugin.version} installed")
+        elif listed.returncode != 0:
+            yield Check(
+                name,
+                "warn",
+                f"Packer {dotted}: `packer plugins installed` failed, so plugin {plugin.name} {plugin.version} "
+                "could not be looked for",
+                "make sure the plugin is in PACKER_PLUGIN_PATH (or let the bake's `packer init` fetch it)",
+            )
         elif version >= packer_plugins.RECOMMENDED:
             yield Check(
                 name,
@@ -404,19 +435,32 @@ class Doctor:
                 True,
             )
             return
+        override = override_for(self.tools.environ).get(OVERRIDE)
+        if override:
+            yield Check(
+                name,
+                "ok",
+                f"gcloud is handed bakery's credential file {override} ({OVERRIDE}): the IAP tunnels run as the "
+                "application default identity",
+            )
+            return
         listed = self.tools.gcloud_accounts()
         account = listed.output.strip().splitlines()[0] if listed.returncode == 0 and listed.output.strip() else ""
         identity = self._identity()
         if not account:
-            yield Check(name, "fail", "gcloud has no active account", "gcloud auth login (or use a key file)", True)
+            yield Check(
+                name,
+                "fail",
+                "gcloud has no active account and no credential file is set for it",
+                "gcloud auth login, or set GOOGLE_APPLICATION_CREDENTIALS (bakery hands the file to gcloud)",
+            )
         elif identity and identity != account:
             yield Check(
                 name,
                 "fail",
                 f"gcloud is authenticated as {account}, application default credentials as {identity}: the "
-                "IAP tunnel would run as another identity",
+                "IAP tunnels would run as another identity",
                 "set GOOGLE_APPLICATION_CREDENTIALS (bakery hands the same file to gcloud), or log both in as one",
-                True,
             )
         else:
             same = "" if identity else " (the application default identity is not known: compare by hand)"
@@ -491,38 +535,37 @@ class Doctor:
             yield Check("project.os-login", "ok", "OS Login is off at project level (the test VM's metadata key works)")
 
     def check_zones(self) -> Iterator[Check]:
-        """Each zone of ``gce.zones`` (the fallback order) is UP and offers the machine type; the first one's
-        machine type is also quota.region's."""
+        """Each zone of ``gce.zones`` (the fallback order) is UP and, if a fallback, offers the machine type
+        (the first zone's machine type is quota.region's)."""
         for index, zone in enumerate(self.gce.zone_order):
-            found = self._compute(
-                f"zone {zone}", self._c.zones.get, compute_v1.GetZoneRequest(project=self.gce.project, zone=zone)
-            )
-            if found.status != "UP":
-                yield Check(
-                    f"zones.{zone}",
-                    "fail",
-                    f"zone {zone} is {found.status}",
-                    "drop it from gce.zones or pick another zone of the region",
+            yield from self._guarded(_named(f"zones.{zone}", partial(self._check_zone, zone, fallback=index > 0)))
+
+    def _check_zone(self, zone: str, *, fallback: bool) -> Iterator[Check]:
+        name = f"zones.{zone}"
+        found = self._compute(
+            f"zone {zone}", self._c.zones.get, compute_v1.GetZoneRequest(project=self.gce.project, zone=zone)
+        )
+        if found.status != "UP":
+            yield Check(name, "fail", f"zone {zone} is {found.status}", "drop it from gce.zones or pick another zone")
+            return
+        if fallback:
+            try:
+                self._compute(
+                    f"machine type {self.gce.machine_type} in {zone}",
+                    self._c.machine_types.get,
+                    compute_v1.GetMachineTypeRequest(
+                        project=self.gce.project, zone=zone, machine_type=self.gce.machine_type
+                    ),
                 )
-                continue
-            if index:
-                try:
-                    self._compute(
-                        f"machine type {self.gce.machine_type} in {zone}",
-                        self._c.machine_types.get,
-                        compute_v1.GetMachineTypeRequest(
-                            project=self.gce.project, zone=zone, machine_type=self.gce.machine_type
-                        ),
-                    )
-                except ComputeNotFound:
-                    yield Check(
-                        f"zones.{zone}",
-                        "fail",
-                        f"zone {zone} does not offer machine type {self.gce.machine_type}: a fallback there would fail",
-                        "drop it from gce.zones or change gce.machine_type",
-                    )
-                    continue
-            yield Check(f"zones.{zone}", "ok", f"zone {zone} is UP" + (" (fallback)" if index else ""))
+            except ComputeNotFound:
+                yield Check(
+                    name,
+                    "fail",
+                    f"zone {zone} does not offer machine type {self.gce.machine_type}: a fallback there would fail",
+                    "drop it from gce.zones or change gce.machine_type",
+                )
+                return
+        yield Check(name, "ok", f"zone {zone} is UP" + (" (fallback)" if fallback else ""))
 
     def _machine(self) -> compute_v1.MachineType:
         if "machine" not in self.cache:
@@ -624,49 +667,61 @@ class Doctor:
         return iamfacts.ACT_AS in answer.get("permissions", [])
 
     def check_act_as(self) -> Iterator[Check]:
-        accounts = {"builder": self.gce.service_account, "test VM": self.gce.test_service_account}
-        if not self.gce.service_account:
-            # Packer gives the builder the project's default Compute Engine account when none is set.
-            project: compute_v1.Project = self._cached("compute.project")
-            accounts["builder"] = iamfacts.builder_service_account("", str(project.id))
-        for role, email in accounts.items():
-            name = f"permissions.act-as.{role.replace(' ', '-')}"
-            if not email:
-                yield Check(name, "skip", f"no {role} service account configured (the VM runs without one)")
-                continue
-            try:
-                probed = self.gce.service_account and email == self.gce.service_account
-                allowed = self._cached("iam.probe") if probed else self._act_as(email)
-            except CloudApiError as exc:
-                if isinstance(exc.cause, api_exceptions.NotFound):
-                    yield Check(
-                        name, "fail", f"service account {email} does not exist", f"create it, or fix gce.{_key(role)}"
-                    )
-                    continue
-                raise
-            if allowed:
-                yield Check(name, "ok", f"the caller may act as {email}")
-            else:
+        """The caller may act as the builder's account (Packer's default when none is set) and the test VM's."""
+        for role in ("builder", "test VM"):
+            yield from self._guarded(
+                _named(f"permissions.act-as.{role.replace(' ', '-')}", partial(self._check_act_as, role))
+            )
+
+    def _check_act_as(self, role: str) -> Iterator[Check]:
+        name = f"permissions.act-as.{role.replace(' ', '-')}"
+        email = self._builder_account() if role == "builder" else self.gce.test_service_account
+        if not email:
+            yield Check(name, "skip", f"no {role} service account configured (the VM runs without one)")
+            return
+        try:
+            probed = self.gce.service_account and email == self.gce.service_account
+            allowed = self._cached("iam.probe") if probed else self._act_as(email)
+        except CloudApiError as exc:
+            if isinstance(exc.cause, api_exceptions.NotFound):
                 yield Check(
-                    name,
-                    "fail",
-                    f"the caller lacks {iamfacts.ACT_AS} on {email}",
-                    f"grant {iamfacts.ACT_AS_ROLE} on {email} to {self._identity() or 'the identity bakery runs as'}",
+                    name, "fail", f"service account {email} does not exist", f"create it, or fix gce.{_key(role)}"
                 )
+                return
+            raise
+        if allowed:
+            yield Check(name, "ok", f"the caller may act as {email}")
+        else:
+            yield Check(
+                name,
+                "fail",
+                f"the caller lacks {iamfacts.ACT_AS} on {email}",
+                f"grant {iamfacts.ACT_AS_ROLE} on {email} to {self._identity() or 'the identity bakery runs as'}",
+            )
 
     # --- network --------------------------------------------------------------------------------------
+
+    @property
+    def _network(self) -> tuple[str, str]:
+        """(project, name) of the VPC network: a Shared VPC's host project when ``gce.subnetwork`` or
+        ``gce.network`` is a ``projects/HOST/...`` path (as the builder and test VM are given them), else
+        ``gce.project``."""
+        for link in (self.gce.subnetwork, self.gce.network):
+            found = SHARED_VPC_LINK.search(link)
+            if found:
+                return found["project"], self.gce.network.rsplit("/", 1)[-1]
+        return self.gce.project, self.gce.network.rsplit("/", 1)[-1]
 
     def _subnetwork(self) -> compute_v1.Subnetwork | None:
         if not self.gce.subnetwork:
             return None
         if "subnetwork" not in self.cache:
+            project, name = self._network[0], self.gce.subnetwork.rsplit("/", 1)[-1]
             try:
                 self.cache["subnetwork"] = self._compute(
-                    f"subnetwork {self.gce.subnetwork} in {self.region}",
+                    f"subnetwork {name} in {self.region} of project {project}",
                     self._c.subnetworks.get,
-                    compute_v1.GetSubnetworkRequest(
-                        project=self.gce.project, region=self.region, subnetwork=self.gce.subnetwork
-                    ),
+                    compute_v1.GetSubnetworkRequest(project=project, region=self.region, subnetwork=name),
                 )
             except ComputeNotFound as exc:
                 self.cache["subnetwork"] = exc
@@ -686,13 +741,14 @@ class Doctor:
             yield Check(
                 "network.subnetwork",
                 "fail",
-                f"subnetwork {self.gce.subnetwork} does not exist in region {self.region} (zone {self.gce.zone})",
+                f"subnetwork {self.gce.subnetwork} does not exist in region {self.region} of project "
+                f"{self._network[0]} (zone {self.gce.zone})",
                 "create it in the zone's region, or fix gce.subnetwork / gce.zone",
             )
             return
         assert subnet is not None
         network = subnet.network.rsplit("/", 1)[-1]
-        if network != self.gce.network.rsplit("/", 1)[-1]:
+        if network != self._network[1]:
             yield Check(
                 "network.subnetwork",
                 "fail",
@@ -703,7 +759,7 @@ class Doctor:
         yield Check(
             "network.subnetwork",
             "ok",
-            f"{self.gce.subnetwork} ({subnet.ip_cidr_range}) in {self.region}, network {network}",
+            f"{subnet.name} ({subnet.ip_cidr_range}) in {self.region}, network {network} of {self._network[0]}",
         )
 
     def check_private_google_access(self) -> Iterator[Check]:
@@ -717,47 +773,68 @@ class Doctor:
             yield Check(name, "skip", "no such subnetwork (see network.subnetwork)")
             return
         if subnet is None:
-            yield Check(name, "skip", "no subnetwork configured: cannot tell")
+            yield Check(name, "skip", "no subnetwork configured: the network's own is not read")
             return
         if subnet.private_ip_google_access:
-            yield Check(name, "ok", f"Private Google Access is on for {self.gce.subnetwork}")
+            yield Check(name, "ok", f"Private Google Access is on for {subnet.name}")
         else:
             yield Check(
                 name,
                 "warn",
-                f"Private Google Access is off for {self.gce.subnetwork} and the VMs have no external IP: the guest "
+                f"Private Google Access is off for {subnet.name} and the VMs have no external IP: the guest "
                 "agent and Google APIs are unreachable from the builder and test VM (without Cloud NAT)",
-                f"gcloud compute networks subnets update {self.gce.subnetwork} --region {self.region} "
-                "--enable-private-ip-google-access",
+                f"gcloud compute networks subnets update {subnet.name} --region {self.region} "
+                f"--project {self._network[0]} --enable-private-ip-google-access",
             )
 
     def check_iap_firewall(self) -> Iterator[Check]:
+        """Each VM (builder, test) is reached by IAP on TCP 22 through a rule in effect on the network: a VPC
+        rule or a firewall policy rule (networks.getEffectiveFirewalls returns both). Deny rules are not
+        weighed against allow rules."""
         name = "network.iap-firewall"
         if not self.gce.use_iap:
             yield Check(name, "skip", "use_iap is false: ssh goes to the VM's address directly")
             return
-        network = self.gce.network.rsplit("/", 1)[-1]
-        rules = self._compute(
-            "firewall rules",
-            self._c.firewalls.list,
-            compute_v1.ListFirewallsRequest(project=self.gce.project),
-            pages=True,
+        project, network = self._network
+        effective = self._compute(
+            f"firewall rules in effect on network {network} of {project}",
+            self._c.networks.get_effective_firewalls,
+            compute_v1.GetEffectiveFirewallsNetworkRequest(project=project, network=network),
         )
-        accounts = {a for a in (self.gce.service_account, self.gce.test_service_account) if a}
-        matching = [r.name for r in rules if _admits_iap_ssh(r, network, accounts)]
-        if matching:
-            yield Check(
-                name, "ok", f"rule {matching[0]} lets IAP ({iamfacts.IAP_SOURCE_RANGE}) reach TCP 22 on {network}"
-            )
-        else:
-            yield Check(
-                name,
-                "fail",
-                f"no enabled ingress rule on network {network} lets IAP's range {iamfacts.IAP_SOURCE_RANGE} "
-                "reach TCP 22",
-                f"gcloud compute firewall-rules create allow-iap-ssh --network {network} --direction INGRESS "
-                f"--allow tcp:22 --source-ranges {iamfacts.IAP_SOURCE_RANGE}",
-            )
+        vms = {"builder VM": self._builder_account(), "test VM": self.gce.test_service_account}
+        found: dict[str, str] = {}
+        for vm, account in vms.items():
+            for rule in effective.firewalls:
+                if _admits_iap_ssh(rule, network, account):
+                    found[vm] = f"rule {rule.name}"
+                    break
+            else:
+                for policy in effective.firewall_policys:
+                    if any(_policy_admits_iap_ssh(r, account) for r in policy.rules):
+                        found[vm] = f"firewall policy {policy.short_name or policy.name}"
+                        break
+        missing = [vm for vm in vms if vm not in found]
+        if not missing:
+            how = ", ".join(sorted(set(found.values())))
+            yield Check(name, "ok", f"{how} lets IAP ({iamfacts.IAP_SOURCE_RANGE}) reach TCP 22 on both VMs")
+            return
+        who = " and ".join(f"the {vm} ({vms[vm] or 'no service account'})" for vm in missing)
+        yield Check(
+            name,
+            "fail",
+            f"no rule in effect on network {network} lets IAP's range {iamfacts.IAP_SOURCE_RANGE} reach TCP 22 "
+            f"on {who}",
+            f"gcloud compute firewall-rules create allow-iap-ssh --project {project} --network {network} "
+            f"--direction INGRESS --allow tcp:22 --source-ranges {iamfacts.IAP_SOURCE_RANGE}",
+        )
+
+    def _builder_account(self) -> str:
+        """The builder VM's account: ``gce.service_account``, else the project's default Compute Engine one,
+        which Packer gives it (iamfacts.builder_service_account)."""
+        if self.gce.service_account:
+            return self.gce.service_account
+        project: compute_v1.Project = self._cached("compute.project")
+        return iamfacts.builder_service_account("", str(project.id))
 
     def check_nat(self) -> Iterator[Check]:
         name = "network.nat"
@@ -770,11 +847,11 @@ class Doctor:
                 name, "skip", f"artifacts come from {self.specs[0].artifact_source}, not the vendors' repositories"
             )
             return
-        network = self.gce.network.rsplit("/", 1)[-1]
+        project, network = self._network
         routers = self._compute(
-            f"routers in {self.region}",
+            f"routers in {self.region} of project {project}",
             self._c.routers.list,
-            compute_v1.ListRoutersRequest(project=self.gce.project, region=self.region),
+            compute_v1.ListRoutersRequest(project=project, region=self.region),
         )
         for router in routers.items:
             if router.network.rsplit("/", 1)[-1] != network:
@@ -865,7 +942,7 @@ class Doctor:
             "Pub/Sub",
             f"IAM policy of {self._topic}",
             self._g.publisher.get_iam_policy,
-            iam_policy_pb2.GetIamPolicyRequest(resource=self._topic),
+            iam_policy_pb2.GetIamPolicyRequest(resource=self._topic, options=POLICY_V3),
         )
         sources = [policy]
         try:
@@ -874,7 +951,7 @@ class Doctor:
                     "Resource Manager",
                     f"IAM policy of project {self.pubsub.project}",
                     self._g.projects.get_iam_policy,
-                    iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{self.pubsub.project}"),
+                    iam_policy_pb2.GetIamPolicyRequest(resource=f"projects/{self.pubsub.project}", options=POLICY_V3),
                 )
             )
         except CloudApiError as exc:
@@ -915,8 +992,9 @@ class Doctor:
             note = " (the project's policy could not be read: only the topic's was)" if unread else ""
             yield Check(
                 name,
-                "fail",
-                f"on {self._topic}: {'; '.join(problems)}{note}",
+                "warn",
+                f"on {self._topic}: {'; '.join(problems)}{note}; grants through groups, folders, the organization "
+                "or custom roles are not seen",
                 f"grant {' and '.join(iamfacts.PUBLISHER_ROLES)} on the topic to each",
             )
         else:
@@ -949,14 +1027,13 @@ class Doctor:
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
-def _for_variant(check: Callable[[BuildSpec], Iterator[Check]], spec: BuildSpec) -> Callable[[], Iterator[Check]]:
-    """``check`` bound to one variant, named after the check for error lines."""
+def _named(name: str, produce: Callable[[], Iterator[Check]]) -> Callable[[], Iterator[Check]]:
+    """``produce`` under the name its lines carry, also when it raises (one variant, zone or account)."""
 
     def bound() -> Iterator[Check]:
-        return check(spec)
+        return produce()
 
-    bound.check_name = f"{NAMES[check.__name__]}.{spec.variant_name}"  # type: ignore[attr-defined]
-    bound.__name__ = check.__name__
+    bound.check_name = name  # type: ignore[attr-defined]
     return bound
 
 
@@ -986,18 +1063,34 @@ def _quota_checks(
         yield Check(name, "ok", f"{where}: {', '.join(found) or 'no limits reported'}")
 
 
-def _admits_iap_ssh(rule: compute_v1.Firewall, network: str, accounts: set[str]) -> bool:
-    """An enabled ingress allow rule on ``network`` from a range containing IAP's, to TCP 22, for our VMs."""
+def _admits_iap_ssh(rule: compute_v1.Firewall, network: str, account: str) -> bool:
+    """An enabled VPC ingress allow rule on ``network`` from a range holding IAP's, to TCP 22, that applies
+    to a VM running as ``account`` ('' = none) and carrying no network tags (bakery's VMs carry none)."""
     if rule.disabled or rule.direction != "INGRESS" or rule.network.rsplit("/", 1)[-1] != network:
         return False
-    if rule.target_tags:
-        return False  # bakery's VMs carry no network tags
-    if rule.target_service_accounts and not accounts <= set(rule.target_service_accounts):
+    if rule.target_tags or (rule.target_service_accounts and account not in rule.target_service_accounts):
         return False
-    iap = ipaddress.IPv4Network(iamfacts.IAP_SOURCE_RANGE)
-    if not any(iap.subnet_of(ipaddress.IPv4Network(r, strict=False)) for r in rule.source_ranges if ":" not in r):
+    if not _holds_iap(rule.source_ranges):
         return False
     return any(_allows_port(a.I_p_protocol, list(a.ports), 22) for a in rule.allowed)
+
+
+def _policy_admits_iap_ssh(rule: compute_v1.FirewallPolicyRule, account: str) -> bool:
+    """The same for a firewall policy rule (action ``allow``; secure-tag and resource targets never match)."""
+    if rule.disabled or rule.direction != "INGRESS" or rule.action != "allow":
+        return False
+    if rule.target_secure_tags or rule.target_resources:
+        return False
+    if rule.target_service_accounts and account not in rule.target_service_accounts:
+        return False
+    if not _holds_iap(rule.match.src_ip_ranges):
+        return False
+    return any(_allows_port(c.ip_protocol, list(c.ports), 22) for c in rule.match.layer4_configs)
+
+
+def _holds_iap(ranges: Sequence[str]) -> bool:
+    iap = ipaddress.IPv4Network(iamfacts.IAP_SOURCE_RANGE)
+    return any(iap.subnet_of(ipaddress.IPv4Network(r, strict=False)) for r in ranges if ":" not in r)
 
 
 def _allows_port(protocol: str, ports: list[str], port: int) -> bool:

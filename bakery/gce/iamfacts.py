@@ -73,6 +73,7 @@ ROLE_GRANTS: dict[str, frozenset[str]] = {
         {
             "compute.disks.list",
             "compute.firewalls.list",
+            "compute.networks.getEffectiveFirewalls",
             "compute.globalOperations.get",
             "compute.images.get",
             "compute.images.getFromFamily",
@@ -249,6 +250,7 @@ METHOD_FACTS: tuple[MethodFact, ...] = (
     MethodFact("regions.get", ("compute.regions.get",), ("doctor",), IAM_MAP),
     MethodFact("subnetworks.get", ("compute.subnetworks.get",), ("doctor",), IAM_MAP),
     MethodFact("firewalls.list", ("compute.firewalls.list",), ("doctor",), IAM_MAP),
+    MethodFact("networks.getEffectiveFirewalls", ("compute.networks.getEffectiveFirewalls",), ("doctor",), IAM_MAP),
     MethodFact("routers.list", ("compute.routers.list",), ("doctor",), IAM_MAP),
 )
 

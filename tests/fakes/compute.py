@@ -8,7 +8,8 @@ and instanceGroupManagers aggregatedList (seeded by tests, zonal or regional); p
 More projects of the fleet (``add_project``: another fake with the full API, served by the same server; any
 project the fake does not hold answers 403); VMs as the fleet's are (``seed_vm``: an instance with its boot
 disk, labels and metadata, e.g. a MIG's ``created-by``/``instance-template``). What ``invoke doctor`` reads:
-networks.get, subnetworks.get, firewalls.list, routers.list (regional; ``seed_network``/``seed_subnetwork``/
+networks.get and getEffectiveFirewalls (``seed_firewall_policy``: a policy in effect on every network),
+subnetworks.get, firewalls.list, routers.list (regional; ``seed_network``/``seed_subnetwork``/
 ``seed_firewall``/``seed_router``, a router's Cloud NAT covering all subnetworks), projects.get (``id`` = the
 project number, ``commonInstanceMetadata`` from ``project_metadata``, project ``quotas``), regions.get (any
 well-formed region name: UP, zones ``REGION-b/c/d``, region ``quotas``), zones.get (UP unless ``zone_status``
@@ -92,7 +93,7 @@ METHODS = {
     "disks": ("get", "list", "aggregatedList", "delete"),
     "globalOperations": ("get", "wait"),
     "zoneOperations": ("get", "wait"),
-    "networks": ("get",),
+    "networks": ("get", "getEffectiveFirewalls"),
     "subnetworks": ("get",),
     "firewalls": ("list",),
     "routers": ("list",),
@@ -223,6 +224,7 @@ class FakeCompute:
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)
     subnetworks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (region, name)
     firewalls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    firewall_policies: list[dict[str, Any]] = field(default_factory=list)  # in effect on every network
     routers: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (region, name)
     project_metadata: dict[str, str] = field(default_factory=dict)  # commonInstanceMetadata.items
     quotas: dict[tuple[str | None, str], tuple[float, float]] = field(default_factory=dict)  # set_quota
@@ -543,6 +545,36 @@ class FakeCompute:
                 rule["targetServiceAccounts"] = accounts
             self.firewalls[name] = rule
             return rule
+
+    def seed_firewall_policy(
+        self,
+        name: str,
+        *,
+        src_ip_ranges: Iterable[str],
+        ports: Iterable[str] = ("22",),
+        action: str = "allow",
+        target_service_accounts: Iterable[str] = (),
+        policy_type: str = "HIERARCHY",
+        priority: int = 1000,
+    ) -> dict[str, Any]:
+        """Add a firewall policy in effect on every network, with one INGRESS TCP rule (as
+        networks.getEffectiveFirewalls shows it: ``NetworksGetEffectiveFirewallsResponseEffectiveFirewallPolicy``)."""
+        with self.lock:
+            rule: dict[str, Any] = {
+                "kind": "compute#firewallPolicyRule",
+                "priority": priority,
+                "direction": "INGRESS",
+                "action": action,
+                "match": {
+                    "srcIpRanges": list(src_ip_ranges),
+                    "layer4Configs": [{"ipProtocol": "tcp", "ports": list(ports)}],
+                },
+            }
+            if accounts := list(target_service_accounts):
+                rule["targetServiceAccounts"] = accounts
+            policy = {"name": self._id(), "shortName": name, "displayName": name, "type": policy_type, "rules": [rule]}
+            self.firewall_policies.append(policy)
+            return policy
 
     def seed_router(self, region: str, name: str, *, network: str, nat: bool = True) -> dict[str, Any]:
         """Add a Cloud Router of ``network`` in ``region``; ``nat``: with a Cloud NAT for every subnetwork's
@@ -931,6 +963,18 @@ class FakeCompute:
             raise ApiError(404, f"The resource '{self._path('global/networks', name)}' was not found")
         subnets = [s["selfLink"] for _, s in sorted(self.subnetworks.items()) if s["network"].endswith(f"/{name}")]
         return {**self.networks[name], **({"subnetworks": subnets} if subnets else {})}
+
+    def _networks_geteffectivefirewalls(self, *, params: dict[str, str], **_: Any) -> Json:
+        """The network's VPC rules and the firewall policies seeded with ``seed_firewall_policy`` (Google
+        answers with every policy in effect on the network: hierarchical, global and regional)."""
+        name = params["network"]
+        if name not in self.networks:
+            raise ApiError(404, f"The resource '{self._path('global/networks', name)}' was not found")
+        rules = [f for _, f in sorted(self.firewalls.items()) if f["network"].endswith(f"/networks/{name}")]
+        return {
+            **({"firewalls": rules} if rules else {}),
+            **({"firewallPolicys": list(self.firewall_policies)} if self.firewall_policies else {}),
+        }
 
     def _subnetworks_get(self, *, params: dict[str, str], **_: Any) -> Json:
         region, name = params["region"], params["subnetwork"]

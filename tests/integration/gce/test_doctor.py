@@ -96,7 +96,9 @@ def host_tools(
     def accounts() -> Completed:
         return Completed(["gcloud", "auth", "list"], 0, f"{gcloud}\n")
 
-    return doctor.Tools(which=which, plugins=plugins, gcloud_accounts=accounts, packer_version=lambda: packer)
+    return doctor.Tools(
+        which=which, plugins=plugins, gcloud_accounts=accounts, packer_version=lambda: packer, environ={}
+    )
 
 
 @pytest.fixture
@@ -206,11 +208,23 @@ BROKEN: dict[str, tuple[Callable[[FakeCompute], None], str, str, str]] = {
         "no Cloud NAT",
     ),
     "no such topic": (lambda f: f.pubsub.topics.clear(), "pubsub.topic", "fail", "does not exist"),
+    # the fleet's right to publish does not decide whether a bake works: a warning (README)
     "the fleet lacks the viewer role": (
         lambda f: f.pubsub.topics[PROJECT, TOPIC].bindings.pop("roles/pubsub.viewer"),
         "pubsub.publishers",
-        "fail",
+        "warn",
         "pubsub.topics.get",
+    ),
+    "IAP rule only for another service account": (
+        lambda f: (
+            f.firewalls.clear(),
+            f.seed_firewall(
+                "iap-web", network=NETWORK, source_ranges=["35.235.240.0/20"], target_service_accounts=[BUILDER]
+            ),
+        ),
+        "network.iap-firewall",
+        "fail",
+        f"the test VM ({TESTER})",
     ),
     "the test VM may publish": (
         lambda f: f.pubsub.topics[PROJECT, TOPIC].bindings["roles/pubsub.publisher"].append(f"serviceAccount:{TESTER}"),
@@ -291,9 +305,8 @@ def test_compute_api_disabled_is_named_with_the_command_that_enables_it(fake: Fa
         (host_tools(packer=(1, 6, 6)), "tools.packer", "IAP"),
         (host_tools(packer=(1, 10, 0), plugins_listed=""), "tools.packer", "not installed"),
         (host_tools(gcloud=None), "tools.gcloud", "gcloud not found"),
-        (host_tools(gcloud="someone@example.com"), "tools.gcloud", "someone@example.com"),
     ],
-    ids=["packer-1.6.6-with-iap", "plugin-missing", "no-gcloud", "gcloud-other-identity"],
+    ids=["packer-1.6.6-with-iap", "plugin-missing", "no-gcloud"],
 )
 def test_tool_problems_exit_3(fake: FakeCompute, tmp_path: Path, tools: doctor.Tools, name: str, word: str) -> None:
     seed_ready(fake)
@@ -549,3 +562,73 @@ def test_a_project_nobody_can_see_fails_and_unreadable_policies_only_warn(fake: 
     assert set(warned) == {"pubsub.publishers", "pubsub.test-vm"}
     assert warned["pubsub.publishers"].detail.startswith("not checked: ")
     assert "roles/iam.securityReviewer" in warned["pubsub.publishers"].fix
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_a_firewall_policy_can_admit_iap(fake: FakeCompute, tmp_path: Path) -> None:
+    """networks.getEffectiveFirewalls also returns hierarchical and network firewall policies: an allow rule
+    there is enough; a deny rule is not an allow."""
+    seed_ready(fake)
+    fake.firewalls.clear()
+    fake.seed_firewall_policy("org-deny-iap", src_ip_ranges=["35.235.240.0/20"], action="deny")
+    assert {c.name for c in run_doctor(tmp_path).failed} == {"network.iap-firewall"}
+    fake.seed_firewall_policy("org-allow-iap", src_ip_ranges=["35.235.240.0/20"])
+    report = run_doctor(tmp_path)
+    assert report.failed == [], report.text()
+    assert "firewall policy org-allow-iap" in next(c.detail for c in report.checks if c.name == "network.iap-firewall")
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_without_a_service_account_the_builder_runs_as_the_default_one(fake: FakeCompute, tmp_path: Path) -> None:
+    """Packer gives the builder the project's default Compute Engine account when gce.service_account is
+    empty: that account needs actAs, and an IAP rule for other accounts does not reach it."""
+    seed_ready(fake)
+    number = fake.resourcemanager.projects[PROJECT]["name"].removeprefix("projects/")
+    default = f"{number}-compute@developer.gserviceaccount.com"
+    fake.iam.seed_service_account(default, act_as=False)
+    fake.firewalls.clear()
+    fake.seed_firewall("iap", network=NETWORK, source_ranges=["35.235.240.0/20"], target_service_accounts=[TESTER])
+    report = run_doctor(tmp_path, service_account="")
+    failed = {c.name: c.detail for c in report.failed}
+    assert set(failed) == {"permissions.act-as.builder", "network.iap-firewall"}, report.text()
+    assert default in failed["permissions.act-as.builder"]
+    assert f"the builder VM ({default})" in failed["network.iap-firewall"]
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_a_shared_vpc_is_read_in_its_host_project(fake: FakeCompute, tmp_path: Path) -> None:
+    """gce.subnetwork as projects/HOST/regions/R/subnetworks/S: the subnetwork, the effective firewall rules
+    and the routers are read in the host project."""
+    seed_ready(fake)
+    fake.subnetworks.clear()
+    fake.firewalls.clear()
+    fake.routers.clear()
+    host = fake.add_project("shared-vpc-host")
+    host.seed_network(NETWORK)
+    host.seed_subnetwork(REGION, SUBNET, network=NETWORK)
+    host.seed_firewall("allow-iap-ssh", network=NETWORK, source_ranges=["35.235.240.0/20"])
+    host.seed_router(REGION, "nat", network=NETWORK)
+    subnetwork = f"projects/shared-vpc-host/regions/{REGION}/subnetworks/{SUBNET}"
+    report = run_doctor(tmp_path, subnetwork=subnetwork)
+    assert report.failed == [], report.text()
+    host.firewalls.clear()
+    report = run_doctor(tmp_path, subnetwork=subnetwork)
+    assert [c.name for c in report.failed] == ["network.iap-firewall"]
+    assert "--project shared-vpc-host" in report.failed[0].fix
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_gcloud_runs_as_the_application_default_identity(fake: FakeCompute, tmp_path: Path) -> None:
+    """With a credential file bakery hands gcloud the same file (CLOUDSDK_AUTH_CREDENTIAL_FILE_OVERRIDE): the
+    identities agree by construction and gcloud is not asked; without one, gcloud's active account must be
+    the application default identity (a mismatch is configuration: exit 2)."""
+    seed_ready(fake)
+    tools = host_tools(gcloud="someone@example.com")
+    report = run_doctor(tmp_path, tools)
+    assert [(c.name, c.status) for c in report.failed] == [("tools.gcloud", "fail")]
+    assert "someone@example.com" in report.failed[0].detail and report.exit_code == doctor.EXIT_FAILED
+    tools.environ = {"GOOGLE_APPLICATION_CREDENTIALS": "/ci/key.json"}
+    tools.gcloud_accounts = lambda: pytest.fail("gcloud is not asked when it is handed the credential file")
+    report = run_doctor(tmp_path, tools)
+    gcloud = next(c for c in report.checks if c.name == "tools.gcloud")
+    assert gcloud.status == "ok" and "/ci/key.json" in gcloud.detail

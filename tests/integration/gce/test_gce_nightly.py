@@ -25,6 +25,7 @@ import pytest
 from bakery import cli, nightly, provenance, render, runreport
 from bakery.config import BuildSpec, Notify, Retention, Settings, Timeouts
 from bakery.errors import Interrupted, NightlyFailed
+from bakery.gce import doctor
 from bakery.gce.client import ComputeClients
 from bakery.gce.target import GceTarget, SuiteRun
 from bakery.imagetest import Package, RunningVM, TestOutcome
@@ -480,3 +481,27 @@ def test_one_variant_can_be_run_alone(bed: Bed) -> None:
         bed.nightly(1, variant="debian-12")
     assert bed.actions(1) == {"debian-12": "failed"}
     assert "quota exceeded" in bed.report(1)["variants"][0]["reason"]
+
+
+def test_a_failed_preflight_runs_no_variant_and_posts_to_the_webhook(
+    bed: Bed, webhook: tuple[str, type[_Hook]]
+) -> None:
+    """The doctor's verdict (here a report as it gives one) stops the nightly before any variant: the report
+    and the webhook say why, and PreflightFailed (exit 2) is raised, not NightlyFailed."""
+    url, hook = webhook
+    bed.settings = gce_settings(bed.root, webhook=url)
+    report = doctor.Report("gstg", [doctor.Check("pubsub.topic", "fail", "topic t does not exist", "create it")])
+
+    def failing(specs: Any, say: Any) -> None:
+        raise doctor.PreflightFailed(report)
+
+    with pytest.raises(doctor.PreflightFailed) as raised:
+        bed.nightly(1, preflight=failing)
+    assert raised.value.exit_code == 2
+    assert bed.build.builds == [] and not bed.fake.calls_of("compute.instances.insert")
+    variants = bed.report(1)["variants"]
+    assert {v["action"] for v in variants} == {"not run"} and len(variants) == 3
+    assert all(v["reason"].startswith("not run: preflight failed (pubsub.topic)") for v in variants)
+    [(_, payload)] = hook.received
+    assert payload["text"].startswith("osquery-bakery nightly gstg FAILED (3/3): ")
+    assert "preflight failed (pubsub.topic)" in payload["text"]

@@ -46,7 +46,36 @@ def rule(**fields: Any) -> compute_v1.Firewall:
     ],
 )
 def test_iap_rule(fields: dict[str, Any], admits: bool) -> None:
-    assert doctor._admits_iap_ssh(rule(**fields), "gstg", {SA}) is admits
+    assert doctor._admits_iap_ssh(rule(**fields), "gstg", SA) is admits
+
+
+def test_a_rule_for_service_accounts_misses_a_vm_without_one() -> None:
+    assert doctor._admits_iap_ssh(rule(), "gstg", "") is True
+    assert doctor._admits_iap_ssh(rule(target_service_accounts=[SA]), "gstg", "") is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "admits"),
+    [
+        ({}, True),
+        ({"action": "deny"}, False),
+        ({"action": "goto_next"}, False),
+        ({"target_secure_tags": [compute_v1.FirewallPolicyRuleSecureTag(name="tagValues/1")]}, False),
+        ({"target_service_accounts": ["other@p.iam.gserviceaccount.com"]}, False),
+        ({"match": compute_v1.FirewallPolicyRuleMatcher(src_ip_ranges=["35.235.240.0/20"])}, False),  # no ports
+    ],
+)
+def test_firewall_policy_rule(fields: dict[str, Any], admits: bool) -> None:
+    base: dict[str, Any] = {
+        "direction": "INGRESS",
+        "action": "allow",
+        "match": compute_v1.FirewallPolicyRuleMatcher(
+            src_ip_ranges=["35.235.240.0/20"],
+            layer4_configs=[compute_v1.FirewallPolicyRuleMatcherLayer4Config(ip_protocol="tcp", ports=["22"])],
+        ),
+    }
+    policy_rule = compute_v1.FirewallPolicyRule(**{**base, **fields})
+    assert doctor._policy_admits_iap_ssh(policy_rule, SA) is admits
 
 
 def test_report_format_and_exit_codes() -> None:
