@@ -109,7 +109,7 @@ class Check:
 
     def line(self) -> str:
         fix = f"  (fix: {self.fix})" if self.fix and self.status in ("fail", "warn") else ""
-        return f"{LABELS[self.status]:<5} {self.name:<28} {self.detail}{fix}"
+        return f"{LABELS[self.status]:<5} {self.name:<30} {self.detail}{fix}"
 
 
 @dataclass

@@ -88,8 +88,8 @@ def test_report_format_and_exit_codes() -> None:
         ],
     )
     assert report.exit_code == 0 and report.failed == []
-    assert report.text().splitlines()[1] == "warn  b.warn                       hm  (fix: do this)"
-    assert report.text().splitlines()[2] == "skip  c.skip                       not needed"
+    assert report.text().splitlines()[1] == "warn  b.warn                         hm  (fix: do this)"
+    assert report.text().splitlines()[2] == "skip  c.skip                         not needed"
     report.checks.append(doctor.Check("d.fail", "fail", "broken", "mend it"))
     assert report.exit_code == doctor.EXIT_FAILED
     report.checks.append(doctor.Check("tools.x", "fail", "missing", "install it", tool=True))
