@@ -150,11 +150,7 @@ class CloudApiFake:
         """Record, validate and answer one routed request (the caller holds ``lock``)."""
         self.calls.append(Call(method.id, method.http_method, path, query, body))
         fault = self.faults[method.id].popleft() if self.faults[method.id] else Fault()
-        problems = self.discovery.validate_query(method, query)
-        if method.request:
-            problems += self.discovery.validate(body, method.request)
-        elif body is not None:
-            problems.append(f"{method.id}: unexpected request body")
+        problems = self.discovery.request_problems(method, query, body)
         if problems:
             return self._violation(problems)
         if fault.status:
@@ -169,7 +165,7 @@ class CloudApiFake:
             return 400, RpcError(400, f"fake crashed: {exc!r}").body(), 0.0
         if fault.corrupt:
             response = fault.corrupt(response)
-        problems = self.discovery.validate(response, method.response) if method.response else []
+        problems = self.discovery.response_problems(method, response)
         if problems:
             return self._violation(problems)
         return 200, response, fault.delay

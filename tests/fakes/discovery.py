@@ -96,6 +96,19 @@ class Discovery:
         self._check(value, {"$ref": schema_name}, schema_name, errors)
         return errors
 
+    def request_problems(self, method: Method, query: dict[str, list[str]], body: Any) -> list[str]:
+        """Violations of one request: its query parameters, and its body (or an unexpected one)."""
+        problems = self.validate_query(method, query)
+        if method.request:
+            problems += self.validate(body, method.request)
+        elif body is not None:
+            problems.append(f"{method.id}: unexpected request body")
+        return problems
+
+    def response_problems(self, method: Method, response: Any) -> list[str]:
+        """Violations of one response (none for a method without a response schema)."""
+        return self.validate(response, method.response) if method.response else []
+
     def validate_query(self, method: Method, query: dict[str, list[str]]) -> list[str]:
         errors = []
         for name, values in query.items():
