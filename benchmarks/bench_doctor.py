@@ -14,12 +14,10 @@ against a silent endpoint). Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -83,30 +81,8 @@ def main() -> None:
             print(f"  in-process: clients built in {build_seconds:.2f} s, checks ran in {report.seconds:.2f} s")
             print(f"  API calls: {len(fake.calls)}; violations: {len(fake.violations)}")
 
-        server = socket.socket()
-        server.bind(("127.0.0.1", 0))
-        server.listen(64)
-        held: list[socket.socket] = []
-        stop = threading.Event()
-
-        def accept() -> None:
-            server.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    held.append(server.accept()[0])
-                except TimeoutError:
-                    continue
-
-        thread = threading.Thread(target=accept, daemon=True)
-        thread.start()
-        try:
-            seconds, proc = run_cli(f"http://127.0.0.1:{server.getsockname()[1]}", runtime)
-        finally:
-            stop.set()
-            thread.join(timeout=5)
-            for conn in held:
-                conn.close()
-            server.close()
+        with scenario.never_answering() as silent:
+            seconds, proc = run_cli(silent, runtime)
         failed = sum(line.startswith("FAIL") for line in proc.stdout.splitlines())
         print(
             f"invoke doctor --env gstg against a silent endpoint: {seconds:.1f} s, exit {proc.returncode}, "

@@ -30,7 +30,7 @@ from google.cloud import compute_v1
 from google.iam.v1 import iam_policy_pb2, options_pb2
 
 from bakery import packer_plugins, proc
-from bakery.config import BuildSpec, GceSettings, PubSub
+from bakery.config import BuildSpec, GceSettings, PubSub, zone_region
 from bakery.errors import BakeryError, ConfigError, ToolMissingError
 from bakery.gce import iamfacts
 from bakery.gce.client import ComputeApiError, ComputeClients, ComputeNotFound, resolve_endpoint
@@ -217,7 +217,7 @@ class Doctor:
         self.env_name = spec.env_name
         self.gce: GceSettings = spec.env.gce
         self.pubsub: PubSub = spec.env.pubsub
-        self.region = self.gce.zone.rsplit("-", 1)[0]
+        self.region = zone_region(self.gce.zone)
 
     # --- running -------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -342,14 +343,12 @@ def test_json_format(fake: FakeCompute, tmp_path: Path) -> None:
     assert [c["name"] for c in data["checks"] if c["status"] == "fail"] == ["pubsub.topic"]
 
 
-@pytest.fixture
-def silent_endpoint(loopback_ports: set[int]) -> Iterator[str]:
-    """A server on 127.0.0.1 that accepts connections and never answers."""
+@contextmanager
+def never_answering() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts connections and never answers (its http:// URL)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
-    port = server.getsockname()[1]
-    loopback_ports.add(port)
     accepted: list[socket.socket] = []
     stop = threading.Event()
 
@@ -364,13 +363,20 @@ def silent_endpoint(loopback_ports: set[int]) -> Iterator[str]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
     finally:
         stop.set()
         thread.join(timeout=5)
         for conn in accepted:
             conn.close()
         server.close()
+
+
+@pytest.fixture
+def silent_endpoint(loopback_ports: set[int]) -> Iterator[str]:
+    with never_answering() as url:
+        loopback_ports.add(int(url.rsplit(":", 1)[1]))
+        yield url
 
 
 def test_an_endpoint_that_never_answers_fails_each_api_in_one_line(
