@@ -281,7 +281,37 @@ def diff_(
         cli.say("\n".join(provenance.diff(old, new)))
 
 
+@task(
+    help={
+        "env": "the GCE environment to rehearse (default: the first one with target: gce, e.g. 'gstg')",
+        "variant": "the variant to bake with the qemu builder (default: debian-12, the one the local base is)",
+    }
+)
+def rehearse(c: Context, env: str | None = None, variant: str = "debian-12") -> None:
+    """GCE dress rehearsal: bake locally, then the GCE test stage, publish and retention against the fake
+    Compute API, on a local VM that boots like a Compute Engine instance (real guest agent, fake metadata)."""
+    from tests import rehearsal  # test doubles: the rehearsal is a test harness, not a way to reach GCE
+
+    settings = cli.settings(c)
+    with cli.errors_to_exit():
+        cli.say(rehearsal.rehearse(settings, cli.say, env=env, variant=variant))
+
+
 ns = Collection(
-    render, validate_, lint_, doctor, bake, nightly, images, promote, rollback, consumers, coverage, diff_, prune, reap
+    render,
+    validate_,
+    lint_,
+    doctor,
+    bake,
+    nightly,
+    images,
+    promote,
+    rollback,
+    consumers,
+    coverage,
+    diff_,
+    prune,
+    reap,
+    rehearse,
 )
 ns.configure(DEFAULTS)

@@ -1,14 +1,17 @@
-"""The local target's base image recipe (Debian 12, mmdebstrap) and its content key.
+"""The local target's base image recipes (Debian 12, mmdebstrap) and their content keys.
 
-Kept apart from ``bakery/local/baseimage.py``, which builds and caches the image: the key is an input of
-every local image's fingerprint (``render.default_source_image``), so render reads it here without
-depending on the local target.
+``LOCAL`` is the local target's base; ``GCE_REHEARSAL`` is LOCAL plus the guest side of Google's debian-12
+image (issue 15), so a local VM can boot like a Compute Engine instance. Kept apart from
+``bakery/local/baseimage.py``, which builds and caches the images: a recipe's key is an input of every local
+image's fingerprint (``render.default_source_image``), so render reads it here without depending on the
+local target.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 SUITE = "bookworm"
 BUILD_USER = "packer"
@@ -110,15 +113,106 @@ rm -f "$root/var/lib/dbus/machine-id"
 GRUB_MARKER = "BAKERY-GRUB-INSTALLED"
 
 
-def content_key(*, suite: str = SUITE, packages: tuple[str, ...] = PACKAGES) -> str:
-    """sha256 over everything that shapes the image (the SSH key is generated with, and kept by, it)."""
+def content_key(*, suite: str = SUITE, packages: tuple[str, ...] = PACKAGES, customize: str = CUSTOMIZE_SCRIPT) -> str:
+    """sha256 over everything that shapes the image (the SSH key is generated with, and kept by, it).
+
+    The defaults are the LOCAL recipe; its key must not change for the same recipe (cached bases)."""
     recipe = {
         "recipe": RECIPE_VERSION,
         "suite": suite,
         "packages": sorted(packages),
-        "customize": CUSTOMIZE_SCRIPT,
+        "customize": customize,
         "user": BUILD_USER,
         "disk_mib": DISK_MIB,
         "label": ROOT_LABEL,
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One base image recipe: its ``name`` names its cache directory, ``packages`` and ``customize`` (the
+    whole customize hook script, arguments as for ``CUSTOMIZE_SCRIPT``) shape the image."""
+
+    name: str
+    packages: tuple[str, ...]
+    customize: str
+
+    @property
+    def key(self) -> str:
+        """The recipe's content key (LOCAL's is ``content_key()``, unchanged)."""
+        return content_key(packages=self.packages, customize=self.customize)
+
+
+LOCAL = Recipe("local", PACKAGES, CUSTOMIZE_SCRIPT)
+
+# What Google's debian-12 image carries for the guest side and Debian's archive has. Google's build
+# (GoogleCloudPlatform/compute-image-tools @ 433e600ca8f2, daisy_workflows/image_build/debian/fai_config/
+# package_config/GCE_SPECIFIC, layered on Debian's debian-cloud-images classes, which are not mirrored here
+# and were not read) installs from packages.cloud.google.com: google-compute-engine, gce-disk-expand,
+# google-osconfig-agent, google-cloud-cli. Those are not in Debian and are left out; google-compute-engine's
+# own Depends (GoogleCloudPlatform/guest-configs @ 0a05da0bbcd4, packaging/debian/control) name the agent and
+# OS Login, which Debian packages (older versions than Google's repository's).
+GCE_GUEST_PACKAGES = (
+    # Depends of google-compute-engine (guest-configs packaging/debian/control); Debian bookworm 20211116.00-6+b7
+    "google-guest-agent",
+    # Depends of google-compute-engine (ibid.); Debian bookworm 20210907.00-1+b3
+    "google-compute-engine-oslogin",
+    # Depends of google-compute-engine (ibid.)
+    "nvme-cli",
+    # GCE_SPECIFIC: "To avoid entropy issues when instances boot."
+    "haveged",
+    # GCE_SPECIFIC: "Useful tools not already in the EXTRAS package config"
+    "net-tools",
+    # GCE_SPECIFIC: "ISC DHCP client until the agent can create systemd-networkd configs"
+    "isc-dhcp-client",
+    # GCE_SPECIFIC, under "gcloud cli" (google-cloud-cli itself is Google's repository only)
+    "python3",
+    # GCE_SPECIFIC "install-norec BOOKWORM" (with systemd-resolved, already in PACKAGES; libnss-resolve is
+    # removed there and is not installed here)
+    "libpam-systemd",
+    "libnss-myhostname",
+)
+# Not taken from GCE_SPECIFIC: shim-signed and grub-efi-amd64-signed (UEFI Secure Boot; these bases boot
+# BIOS with grub-pc, as QEMU's default SeaBIOS does).
+
+# Appended to CUSTOMIZE_SCRIPT (same arguments). Upstream facts, read at the pinned versions:
+# - Debian's google-guest-agent 20211116.00-6+b7 ships google-guest-agent.service (Type=notify,
+#   Before=ssh.service, After=network-online.target, Restart=always), google-startup-scripts.service and
+#   google-shutdown-scripts.service in /lib/systemd/system, a preset enabling all three, and a postinst
+#   (dh_installsystemd) that enables them with deb-systemd-helper; google-compute-engine-oslogin
+#   20210907.00-1+b3 enables google-oslogin-cache.timer the same way (`dpkg-deb -c`/`-e` of both .debs).
+#   The hook checks that this happened in the chroot rather than enabling anything itself.
+# - The agent (GoogleCloudPlatform/guest-agent @ 20211116.00, google_guest_agent/instance_setup.go:107-150)
+#   sends READY=1 only after its first metadata answer ("In instances without network access, this will become
+#   an indefinite wait"), so without a metadata server ssh.service waits for the agent's start timeout (90 s,
+#   DefaultTimeoutStartSec in Debian's systemd 252 system.conf) at every boot; google_metadata_script_runner
+#   retries the metadata server forever (google_metadata_script_runner/main.go:219-231), which holds the
+#   startup unit (Type=oneshot, no start timeout) and up to 90 s of shutdown (TimeoutStopSec=90s). The Packer
+#   build VM has no metadata server, so the guest units run only on a machine whose SMBIOS product name is
+#   "Google Compute Engine" (what Compute Engine presents, and what the rehearsal's test VM presents):
+#   ConditionFirmware=smbios-field(), systemd 252's systemd.unit(5). On such a machine nothing changes.
+# - The agent itself creates the users from metadata, the google-sudoers group and
+#   /etc/sudoers.d/google_sudoers (non_windows_accounts.go:101-115, 363-422), and new SSH host keys when the
+#   instance ID changes (instance_setup.go:160-196): the hook prepares none of that.
+# - Google's image refuses root logins over SSH (compute-image-tools, fai_config/scripts/GCE_SPECIFIC/12-sshd,
+#   the same sed).
+GCE_REHEARSAL_CUSTOMIZE = r"""# --- GCE rehearsal base: the guest side of Google's debian-12 image ---
+for unit in google-guest-agent.service google-startup-scripts.service google-shutdown-scripts.service \
+    google-oslogin-cache.timer; do
+    if ! chroot "$root" systemctl is-enabled --quiet "$unit"; then
+        echo "bakery: $unit is not enabled in the rehearsal base (Debian's postinst should have enabled it)" >&2
+        exit 1
+    fi
+    install -d "$root/etc/systemd/system/$unit.d"
+    cat >"$root/etc/systemd/system/$unit.d/50-bakery-gce-only.conf" <<'UNIT'
+# bakery rehearsal base: these units need the metadata server, which only a Compute Engine machine has.
+[Unit]
+ConditionFirmware=smbios-field(product_name = "Google Compute Engine")
+UNIT
+done
+sed -i -e 's/^.*PermitRootLogin .*/PermitRootLogin no/' "$root/etc/ssh/sshd_config"
+grep -qx 'PermitRootLogin no' "$root/etc/ssh/sshd_config"
+"""
+
+GCE_REHEARSAL = Recipe("gce-rehearsal", PACKAGES + GCE_GUEST_PACKAGES, CUSTOMIZE_SCRIPT + GCE_REHEARSAL_CUSTOMIZE)

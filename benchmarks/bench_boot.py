@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bakery.baserecipe import content_key  # noqa: E402
-from bakery.local.baseimage import BaseImage, load_base_image  # noqa: E402
+from bakery.baserecipe import LOCAL  # noqa: E402
+from bakery.local.baseimage import BaseImage, base_dir, load_base_image  # noqa: E402
 from bakery.local.vm import boot_vm  # noqa: E402
 
 # "Startup finished in 4.1s (kernel) + 9.8s (initrd) + 20.3s (userspace) = 34.3s"
@@ -51,8 +51,7 @@ def startup_phases(line: str) -> dict[str, float]:
 
 
 def cached_base(cache: Path) -> BaseImage:
-    key = content_key()
-    base = load_base_image(cache / f"base-{key[:12]}", key)
+    base = load_base_image(base_dir(cache), LOCAL.key)
     if base is None:
         sys.exit(f"no cached base image for the current recipe in {cache}: run `invoke bake` once first")
     return base

@@ -114,7 +114,9 @@ def ssh_route(settings: GceSettings) -> str:
 
 class GceTarget:
     """pipeline.Target for ``target: gce``. ``runner`` is the one seam tests replace; ``ssh_port``
-    overrides port 22 (a test maps the fake's instance to a local VM's forwarded port)."""
+    overrides port 22 (a test maps the fake's instance to a local VM's forwarded port);
+    ``publish_stand_ins`` lets stand-in images through publish, for the rehearsal's fake project only
+    (tests/rehearsal.py: no real package can be fetched offline); nothing in the configuration sets it."""
 
     def __init__(
         self,
@@ -126,6 +128,7 @@ class GceTarget:
         ssh_port: int = gce_instances.SSH_PORT,
         clock: Clock = utcnow,
         keep_active: int = KEEP_ACTIVE,
+        publish_stand_ins: bool = False,
     ) -> None:
         gce = spec.env.gce
         assert gce is not None  # config validation guarantees it for target 'gce'
@@ -141,6 +144,7 @@ class GceTarget:
         self.ssh_port = ssh_port
         self.clock = clock
         self.keep_active = keep_active
+        self.publish_stand_ins = publish_stand_ins
         self.run_id = new_run_id(clock())
         self.kept: set[str] = set()
         self.outcome: TestOutcome | None = None
@@ -330,7 +334,8 @@ class GceTarget:
         hash, ``promoted-from``; no run labels), then deprecate the family's older images (see
         GceImageStore.publish). Stand-in images are refused."""
         source = self.images.get(candidate)
-        if "stand-in" in (source.labels.get("artifact-source"), labels.get("artifact-source")):
+        stand_in = "stand-in" in (source.labels.get("artifact-source"), labels.get("artifact-source"))
+        if stand_in and not self.publish_stand_ins:
             raise RegistryError(f"refusing to publish {candidate} to GCE: it was baked from stand-in packages")
         final = {k: v for k, v in source.labels.items() if k not in RUN_LABELS}
         final |= {k: v for k, v in labels.items() if k not in RUN_LABELS}

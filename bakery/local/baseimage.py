@@ -6,8 +6,10 @@ boot, empty machine-id) -> ``mkfs.ext4 -d`` into an MBR-partitioned raw disk -> 
 (no loop devices) whose PID 1 installs GRUB and powers off -> ``qemu-img convert -c`` -> a verification
 boot under QEMU that must answer ``sudo -n true`` over SSH.
 
-Cache layout: ``<cache_dir>/base-<key12>/{disk.qcow2,id_ed25519,id_ed25519.pub,meta.json}``. The build
-happens in ``<cache_dir>/.base-build-*`` and is renamed into place; any failure or interrupt removes it.
+Recipes (``bakery.baserecipe.Recipe``): ``LOCAL`` (the default) and ``GCE_REHEARSAL``. Cache layout:
+``<cache_dir>/base-<key12>/`` for LOCAL, ``<cache_dir>/base-<recipe name>-<key12>/`` for the others (see
+:func:`base_dir`), each ``{disk.qcow2,id_ed25519,id_ed25519.pub,meta.json}``. The build happens in
+``<cache_dir>/.base-build-*`` and is renamed into place; any failure or interrupt removes it.
 """
 
 from __future__ import annotations
@@ -26,14 +28,13 @@ from pathlib import Path
 from bakery import proc
 from bakery.baserecipe import (
     BUILD_USER,
-    CUSTOMIZE_SCRIPT,
     DISK_MIB,
     GRUB_MARKER,
-    PACKAGES,
+    LOCAL,
     RECIPE_VERSION,
     ROOT_LABEL,
     SUITE,
-    content_key,
+    Recipe,
 )
 from bakery.errors import VMError
 from bakery.local.files import file_lock, remove_tree, write_json_atomic
@@ -66,13 +67,24 @@ class BaseImage:
     key: str
 
 
+def base_dir(cache_dir: Path, recipe: Recipe = LOCAL) -> Path:
+    """Where ``recipe``'s base image is cached: ``base-<key12>`` for LOCAL, ``base-<name>-<key12>`` else."""
+    key = recipe.key
+    return cache_dir / (f"base-{key[:12]}" if recipe == LOCAL else f"base-{recipe.name}-{key[:12]}")
+
+
 def ensure_base_image(
-    cache_dir: Path, *, timeout: float, log: Callable[[str], None], mirror: str = MIRROR
+    cache_dir: Path,
+    *,
+    timeout: float,
+    log: Callable[[str], None],
+    mirror: str = MIRROR,
+    recipe: Recipe = LOCAL,
 ) -> BaseImage:
-    """Return the cached base image for the current recipe, building it first if needed (root only)."""
+    """Return the cached base image of ``recipe``, building it first if needed (root only)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = content_key()
-    final = cache_dir / f"base-{key[:12]}"
+    key = recipe.key
+    final = base_dir(cache_dir, recipe)
     cached = load_base_image(final, key)
     if cached:
         log(f"base image: cached {cached.disk}")
@@ -92,7 +104,7 @@ def ensure_base_image(
             remove_tree(stale)
         tmp = Path(tempfile.mkdtemp(prefix=".base-build-", dir=cache_dir))
         try:
-            _build(tmp, key, deadline, log, mirror)
+            _build(tmp, recipe, deadline, log, mirror)
             tmp.rename(final)
         except BaseException:
             with proc.signals_deferred():
@@ -116,12 +128,14 @@ def load_base_image(directory: Path, key: str) -> BaseImage | None:
     return BaseImage(directory, disk, ssh_key, meta["user"], meta["suite"], meta["kernel"], key)
 
 
-def mmdebstrap_argv(rootfs: Path, customize: Path, pubkey: Path, *, mirror: str) -> list[str]:
+def mmdebstrap_argv(
+    rootfs: Path, customize: Path, pubkey: Path, *, mirror: str, packages: tuple[str, ...] = LOCAL.packages
+) -> list[str]:
     hook = f'sh {shlex.quote(str(customize))} "$1" {shlex.quote(str(pubkey))} {shlex.quote(BUILD_USER)}'
     return [
         "mmdebstrap",
         "--variant=minbase",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join(packages)}",
         f"--customize-hook={hook}",
         SUITE,
         str(rootfs),
@@ -159,16 +173,16 @@ def grub_install_argv(disk: Path, kernel: Path, initrd: Path, serial_log: Path) 
     ]
 
 
-def _build(tmp: Path, key: str, deadline: proc.Deadline, log: Callable[[str], None], mirror: str) -> None:
+def _build(tmp: Path, recipe: Recipe, deadline: proc.Deadline, log: Callable[[str], None], mirror: str) -> None:
     started = time.monotonic()
     ssh_key = tmp / "id_ed25519"
     generate_key(ssh_key, "bakery-build")
     customize = tmp / "customize.sh"
-    customize.write_text(CUSTOMIZE_SCRIPT)
+    customize.write_text(recipe.customize)
     rootfs = tmp / "rootfs"
-    log(f"base image: mmdebstrap {SUITE} with {len(PACKAGES)} packages from {mirror}")
+    log(f"base image: mmdebstrap {SUITE} with {len(recipe.packages)} packages from {mirror} (recipe {recipe.name})")
     proc.run(
-        mmdebstrap_argv(rootfs, customize, ssh_key.with_suffix(".pub"), mirror=mirror),
+        mmdebstrap_argv(rootfs, customize, ssh_key.with_suffix(".pub"), mirror=mirror, packages=recipe.packages),
         timeout=deadline.left(),
         what="mmdebstrap (base image)",
         env={"TMPDIR": str(tmp)},
@@ -237,11 +251,12 @@ def _build(tmp: Path, key: str, deadline: proc.Deadline, log: Callable[[str], No
     remove_tree(tmp / "verify")
 
     meta = {
-        "key": key,
+        "key": recipe.key,
         "recipe": RECIPE_VERSION,
+        "recipe_name": recipe.name,
         "suite": SUITE,
         "mirror": mirror,
-        "packages": list(PACKAGES),
+        "packages": list(recipe.packages),
         "user": BUILD_USER,
         "kernel": kernel_release,
         "disk": disk.name,

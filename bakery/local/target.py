@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 from bakery import proc, render
-from bakery.baserecipe import content_key
+from bakery.baserecipe import LOCAL, Recipe
 from bakery.config import BuildSpec, LocalSettings
 from bakery.errors import PackerError, VMError
 from bakery.images import ImageRecord, ImageStore
 from bakery.imagetest import TestOutcome, run_image_tests
 from bakery.local.accel import choose_accelerator
-from bakery.local.baseimage import BaseImage, ensure_base_image, load_base_image
+from bakery.local.baseimage import BaseImage, base_dir, ensure_base_image, load_base_image
 from bakery.local.registry import LocalRegistry
 from bakery.local.vm import boot_vm
 from bakery.target import Say, ZoneAttempt
@@ -34,12 +34,15 @@ def check_free_space(paths: list[Path], needed: int) -> None:
 
 
 class LocalTarget:
-    """Bake with QEMU, test in a snapshot-mode VM, publish into a local registry directory."""
+    """Bake with QEMU, test in a snapshot-mode VM, publish into a local registry directory.
 
-    def __init__(self, spec: BuildSpec) -> None:
+    ``recipe`` is the base image the bake starts from (``GCE_REHEARSAL`` for the GCE dress rehearsal)."""
+
+    def __init__(self, spec: BuildSpec, *, recipe: Recipe = LOCAL) -> None:
         local = spec.env.local
         assert local is not None  # config validation guarantees it for target 'local'
         self.spec = spec
+        self.recipe = recipe
         self.settings: LocalSettings = local
         self.cache_dir = spec.project_root / local.cache_dir
         self.registry_dir = spec.project_root / local.registry_dir
@@ -49,7 +52,9 @@ class LocalTarget:
 
     def source_image(self, say: Say) -> str:
         """The base image is ours: its recipe key stands for it (a changed recipe is a new source)."""
-        return render.default_source_image(self.spec)
+        if self.recipe == LOCAL:
+            return render.default_source_image(self.spec)
+        return f"local-base/{self.recipe.key}"
 
     def consumers(self, family: str) -> list[str]:
         """Nothing boots from a local family but the tests."""
@@ -60,7 +65,7 @@ class LocalTarget:
 
     def prepare(self, rendered: render.Rendered, say: Say) -> dict[str, str]:
         check_free_space([rendered.directory, self.cache_dir, self.registry_dir], MIN_FREE_BYTES)
-        self.base = ensure_base_image(self.cache_dir, timeout=BASE_BUILD_TIMEOUT, log=say)
+        self.base = ensure_base_image(self.cache_dir, timeout=BASE_BUILD_TIMEOUT, log=say, recipe=self.recipe)
         self.accelerator = choose_accelerator(self.settings.accelerator, self.base, log=say)
         return {
             "base_image": str(self.base.disk),
@@ -129,11 +134,10 @@ class LocalTarget:
         return str(kept)
 
     def plan(self, rendered_dir: Path) -> list[str]:
-        key = content_key()
-        cached = load_base_image(self.cache_dir / f"base-{key[:12]}", key)
+        cached = load_base_image(base_dir(self.cache_dir, self.recipe), self.recipe.key)
         base = f"cached {cached.disk}" if cached else f"build it with mmdebstrap into {self.cache_dir}"
         return [
-            f"base image: {base}",
+            f"base image: {base} (recipe {self.recipe.name})",
             f"accelerator: {self.settings.accelerator} (auto = boot probe, cached)",
             f"registry: {self.registry_dir}",
         ]

@@ -7,11 +7,12 @@ block ends: on success, error, timeout, Ctrl-C and SIGTERM (inside ``proc.sigter
 from __future__ import annotations
 
 import base64
+import ipaddress
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,14 +49,22 @@ def qemu_argv(
     pidfile: Path,
     ssh_port: int | None,
     credentials: Mapping[str, bytes] | None = None,
+    listen: str = "127.0.0.1",
+    user_net: Sequence[str] = (),
+    mac: str = "",
+    system: Sequence[str] = (),
 ) -> list[str]:
     """The QEMU command line: snapshot mode (the image is never written), no display, serial to a file,
-    user networking with SSH forwarded from 127.0.0.1 only (or no network if ``ssh_port`` is None).
+    user networking with SSH forwarded from ``listen`` (a loopback address) only (or no network if
+    ``ssh_port`` is None).
 
     ``credentials`` are systemd system credentials passed as SMBIOS type 11 strings (systemd >= 252
     imports them at boot; e.g. ``ssh.authorized_keys.root`` lets the test harness log in to a sealed
-    image without anything baked into it)."""
-    smbios: list[str] = []
+    image without anything baked into it). ``user_net`` adds options to the user network (e.g. ``net=``,
+    ``guestfwd=``), ``mac`` sets the NIC's address, ``system`` adds ``-smbios`` values (e.g. type 1)."""
+    if not ipaddress.ip_address(listen).is_loopback:
+        raise ConfigError(f"QEMU may forward SSH from a loopback address only, not {listen!r}")
+    smbios: list[str] = [arg for value in system for arg in ("-smbios", value)]
     for name, value in sorted((credentials or {}).items()):
         encoded = base64.b64encode(value).decode()
         smbios += ["-smbios", f"type=11,value=io.systemd.credential.binary:{name}={encoded}"]
@@ -64,9 +73,9 @@ def qemu_argv(
     else:
         net = [
             "-netdev",
-            f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            ",".join(["user", "id=net0", *user_net, f"hostfwd=tcp:{listen}:{ssh_port}-:22"]),
             "-device",
-            "virtio-net-pci,netdev=net0",
+            "virtio-net-pci,netdev=net0" + (f",mac={mac}" if mac else ""),
         ]
     return [
         QEMU,
@@ -204,7 +213,7 @@ def _start_qemu(
         # TMPDIR: QEMU's -snapshot overlay goes to the workdir, not /var/tmp.
         qemu = proc.spawn(argv, output=qemu_log, env={"TMPDIR": str(workdir)}, die_with_parent=True)
         try:
-            _wait_listening(qemu, port)
+            wait_listening(qemu, port)
         except BaseException:
             proc.stop_process(qemu, grace=5)
             raise
@@ -216,8 +225,8 @@ def _start_qemu(
     raise VMError(f"QEMU could not forward SSH from 127.0.0.1 after {_PORT_ATTEMPTS} ports: ports are taken")
 
 
-def _wait_listening(qemu: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> None:
-    """Return once QEMU's port forward accepts connections or QEMU has exited.
+def wait_listening(qemu: subprocess.Popen[bytes], port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    """Return once QEMU's port forward on ``host`` accepts connections or QEMU has exited.
 
     (If another program holds the port, the connect succeeds too, but QEMU then exits at once: the
     short pause lets the caller see that.)
@@ -225,7 +234,7 @@ def _wait_listening(qemu: subprocess.Popen[bytes], port: int, timeout: float = 1
     deadline = time.monotonic() + timeout
     while qemu.poll() is None and time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
         except OSError:
             time.sleep(0.1)
             continue

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -21,28 +20,12 @@ from xml.etree import ElementTree
 import pytest
 
 from tests.childsignals import sigint_default
+from tests.support import runtime_config
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
 FAMILY = "osquery-debian-12"
 
 pytestmark = pytest.mark.e2e
-
-
-def runtime(tmp: Path, suite: Path | None = None) -> Path:
-    path = tmp / "pipeline.yaml"
-    lines = [
-        "bakery:",
-        f"  build_dir: {tmp / 'build'}",
-        *([f"  image_suite: {suite}"] if suite else []),
-        "  environments:",
-        "    local:",
-        "      local:",
-        f"        cache_dir: {CACHE}",
-        f"        registry_dir: {tmp / 'registry'}",
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def invoke(cfg: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
@@ -69,7 +52,7 @@ def qemu_pids() -> set[str]:
 @pytest.fixture(scope="module")
 def baked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg = runtime(tmp)
+    cfg = runtime_config(tmp)
     return tmp, invoke(cfg, "bake")
 
 
@@ -107,7 +90,7 @@ def test_bake_publishes_a_tested_image(baked) -> None:
 
 def test_images_lists_the_head_and_rollback_refuses_to_empty_the_family(baked) -> None:
     tmp, _ = baked
-    cfg = runtime(tmp)
+    cfg = runtime_config(tmp)
     listing = invoke(cfg, "images", timeout=60)
     assert listing.returncode == 0
     name = head(tmp / "registry")
@@ -120,7 +103,7 @@ def test_images_lists_the_head_and_rollback_refuses_to_empty_the_family(baked) -
 
 def test_dry_run_prints_the_plan_and_changes_nothing(baked) -> None:
     tmp, _ = baked
-    cfg = runtime(tmp)
+    cfg = runtime_config(tmp)
     before = sorted(p.relative_to(tmp) for p in tmp.rglob("*"))
     proc = invoke(cfg, "bake", "--dry-run", timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -137,7 +120,7 @@ def test_failing_image_test_publishes_nothing(baked, tmp_path: Path) -> None:
         "def test_site_policy_file(host):\n    assert host.file('/etc/site-policy.conf').exists\n"
     )
     before = head(tmp / "registry")
-    proc = invoke(runtime(tmp, suite), "bake")
+    proc = invoke(runtime_config(tmp, suite), "bake")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr
     assert "image tests failed, nothing published (family head unchanged)" in proc.stderr
     assert "test_deliberately_broken" in proc.stderr
@@ -159,7 +142,7 @@ def test_interrupt_leaves_nothing_behind(baked, signum: int, code: int, when: st
     before = head(tmp / "registry")
     before_tmp = set(Path("/tmp").glob("bakery-*"))  # other runs' leftovers are not this bake's
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "-f", str(runtime(tmp)), "bake"],
+        [sys.executable, "-m", "invoke", "-f", str(runtime_config(tmp)), "bake"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -194,7 +177,7 @@ def test_nightly_after_the_bake_starts_no_vm_and_bakes_nothing(baked) -> None:
     tmp, _ = baked
     before = head(tmp / "registry")
     reports = tmp / "reports" / "noop"
-    proc = invoke(runtime(tmp), "nightly", "--report-dir", str(reports), timeout=300)
+    proc = invoke(runtime_config(tmp), "nightly", "--report-dir", str(reports), timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert f"unchanged: head {before} carries input fingerprint" in proc.stdout
     assert "==> prepare" not in proc.stdout and "packer:" not in proc.stdout, "no base image, builder or VM"
@@ -213,7 +196,7 @@ def test_nightly_rebakes_a_changed_pack_and_diff_shows_the_change(baked, tmp_pat
     root = tmp_path / "project"  # a copy of the inputs, so the test can change a pack
     for part in ("templates", "provision", "packs"):
         shutil.copytree(ROOT / part, root / part)
-    loaded = cli.project_settings(runtime(tmp))
+    loaded = cli.project_settings(runtime_config(tmp))
     settings = Settings(loaded.config.model_copy(update={"image_suite": str(ROOT / "tests" / "image")}), root)
     old = head(tmp / "registry")
     lines: list[str] = []
@@ -234,7 +217,7 @@ def test_nightly_rebakes_a_changed_pack_and_diff_shows_the_change(baked, tmp_pat
     assert packages["osquery"] == "0.0.0~standin" and len(packages) > 100, "read from the VM with dpkg-query"
     assert (tmp_path / "r2" / "manifests" / f"{new}.json").is_file()
 
-    proc = invoke(runtime(tmp), "diff", old, new, timeout=120)
+    proc = invoke(runtime_config(tmp), "diff", old, new, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "  ~ compliance.conf" in proc.stdout
     assert '      -      "interval": 3600,' in proc.stdout and '      +      "interval": 7200,' in proc.stdout

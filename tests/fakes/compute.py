@@ -55,11 +55,16 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from bakery.errors import BakeryError
 from tests.fakes.base import Call, Fault, project_number
 from tests.fakes.cloudapis import CloudApis, FakeIam, FakePubSub, FakeResourceManager
 from tests.fakes.discovery import Discovery, Method, compute_v1
+
+if TYPE_CHECKING:
+    from tests.fakes.vmbackend import VmBackend
 
 __all__ = ["ApiError", "Call", "FakeCompute", "Fault", "fingerprint"]
 
@@ -231,6 +236,9 @@ class FakeCompute:
     zone_status: dict[str, str] = field(default_factory=dict)  # zone -> UP/DOWN (default UP)
     unavailable_machine_types: set[tuple[str, str]] = field(default_factory=set)  # (zone, machine type)
     api_disabled: bool = False
+    # The opt-in VM backend (vmbackend.py): instances of an image with a local disk boot as QEMU VMs.
+    vm_backend: VmBackend | None = None
+    image_disks: dict[str, Path] = field(default_factory=dict)  # image id -> its local qcow2 disk
     calls: list[Call] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     faults: dict[str, collections.deque[Fault]] = field(
@@ -289,12 +297,16 @@ class FakeCompute:
         *,
         created: datetime.datetime | None = None,
         state: str = "",
+        local_disk: Path | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
         """Add a READY image directly (e.g. a base image to copy from); ``created`` backdates it, ``state``
-        (DEPRECATED, OBSOLETE, DELETED) deprecates it."""
+        (DEPRECATED, OBSOLETE, DELETED) deprecates it; ``local_disk`` (a qcow2 file) is what its instances
+        boot with the VM backend (its copies carry it too)."""
         with self.lock:
             image = self._new_image(name, {"name": name, "family": family, **extra} if family else {"name": name})
+            if local_disk is not None:
+                self.image_disks[image["id"]] = local_disk
             if created is not None:
                 image["creationTimestamp"] = _rfc3339(created)
             if state:
@@ -849,6 +861,7 @@ class FakeCompute:
                 ],
             }
             self.instances[zone, name] = instance
+            self._boot_vm(zone, name, body)
 
         def running() -> None:
             if (zone, name) in self.instances:
@@ -866,6 +879,8 @@ class FakeCompute:
         self._instance(zone, name)
 
         def effect() -> None:
+            if self.vm_backend is not None:
+                self.vm_backend.stop(zone, name)
             instance = self.instances.pop((zone, name))
             for attached in instance.get("disks", []):
                 key = (zone, attached.get("source", "").rsplit("/", 1)[-1])
@@ -892,7 +907,8 @@ class FakeCompute:
 
     def _instances_getserialportoutput(self, *, params: dict[str, str], query: Query, **_: Any) -> Json:
         instance = self._instance(params["zone"], params["instance"])
-        output = self.serial_output.get(params["instance"], "")
+        console = self.vm_backend.serial(params["zone"], params["instance"]) if self.vm_backend else None
+        output = self.serial_output.get(params["instance"], "") if console is None else console
         start = min(int(query.get("start", ["0"])[0]), len(output))
         return {
             "kind": "compute#serialPortOutput",
@@ -1166,6 +1182,8 @@ class FakeCompute:
         if body.get("sourceImage"):
             source = self._resolve_image(body["sourceImage"], "resource.sourceImage")
             image.update(sourceImage=source["selfLink"], sourceImageId=source["id"], diskSizeGb=source["diskSizeGb"])
+            if source["id"] in self.image_disks:
+                self.image_disks[image["id"]] = self.image_disks[source["id"]]
         return image
 
     def _resolve_image(self, ref: str, field_name: str) -> dict[str, Any]:
@@ -1219,7 +1237,30 @@ class FakeCompute:
     def _instance(self, zone: str, name: str) -> dict[str, Any]:
         if (zone, name) not in self.instances:
             raise ApiError(404, f"The resource '{self._path(f'zones/{zone}/instances', name)}' was not found")
-        return self.instances[zone, name]
+        instance = self.instances[zone, name]
+        vm_status = self.vm_backend.status(zone, name) if self.vm_backend else None
+        if vm_status == "TERMINATED":  # the guest powered off (or QEMU died): as GCE reports a stopped VM
+            instance["status"] = vm_status
+        return instance
+
+    def _boot_vm(self, zone: str, name: str, body: dict[str, Any]) -> None:
+        """With the VM backend, boot the instance whose boot disk's image has a local disk; its address
+        becomes the first interface's ``networkIP``. A VM that cannot start fails the insert (503)."""
+        boot = next((d for d in body.get("disks", []) if d.get("boot")), None)
+        source = (boot or {}).get("initializeParams", {}).get("sourceImage", "")
+        if self.vm_backend is None or not source:
+            return
+        disk = self.image_disks.get(self._resolve_image(source, "sourceImage")["id"])
+        if disk is None:
+            return
+        try:
+            address = self.vm_backend.boot(self, zone, name, disk)
+        except BakeryError as exc:  # as if the insert had failed: neither the instance nor its disks exist
+            instance = self.instances.pop((zone, name))
+            for attached in instance.get("disks", []):
+                self.disks.pop((zone, attached.get("source", "").rsplit("/", 1)[-1]), None)
+            raise ApiError(503, f"fake VM backend: {exc}") from exc
+        self.instances[zone, name]["networkInterfaces"][0]["networkIP"] = address
 
     def _page(self, query: Query, items: list[dict[str, Any]], kind: str, collection: str) -> Json:
         if query.get("orderBy", [""])[0]:

@@ -1,5 +1,5 @@
 """Fixtures: the fake Compute API on 127.0.0.1, clients and a store pointed at it, and a guard that
-fails the test if anything connects anywhere else (e.g. compute.googleapis.com or a metadata server)."""
+fails the test if anything connects anywhere but loopback (e.g. compute.googleapis.com or a metadata server)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.integration.gce.gce_env import PROJECT, make_clients, seed_public_ima
 
 @pytest.fixture
 def connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a socket in this process looks up or connects to; only 127.0.0.1 is let through."""
+    """Every address a socket in this process looks up or connects to; only loopback (127.0.0.0/8) is let through."""
     seen: list[Any] = []
     real_connect = socket.socket.connect
     real_getaddrinfo = socket.getaddrinfo
@@ -30,7 +30,7 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     def guarded(sock: socket.socket, address: Any) -> None:
         seen.append(address)
-        if not (isinstance(address, tuple) and address[0] == "127.0.0.1"):
+        if not (isinstance(address, tuple) and address[0].startswith("127.")):  # loopback (VM backend: 127.0.0.N)
             raise ConnectionRefusedError(f"test guard: connection to {address!r} is not allowed")
         real_connect(sock, address)
 

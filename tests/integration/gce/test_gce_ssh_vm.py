@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -17,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from bakery import render
-from bakery.baserecipe import content_key
 from bakery.config import Timeouts
 from bakery.gce.client import ComputeClients
 from bakery.gce.target import GceTarget
 from bakery.imagetest import RunningVM
-from bakery.local.baseimage import TOOLS, ensure_base_image, load_base_image
 from bakery.local.vm import boot_vm
 from tests.fakes.compute import FakeCompute
 from tests.integration.gce.test_gce_pipeline import CANDIDATES, gce_spec, names, seed_candidate
-
-CACHE_DIR = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
+from tests.support import cached_base_image
 
 CONFTEST = """
 def pytest_addoption(parser):
@@ -99,13 +95,7 @@ class GuestAgent(threading.Thread):
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[RunningVM]:
     """The VM behind the fake's instance (booted before the fake's socket guard is installed)."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)}")
-    key = content_key()
-    if load_base_image(CACHE_DIR / f"base-{key[:12]}", key) is None and os.geteuid() != 0:
-        pytest.skip(f"building the base image needs root (cache: {CACHE_DIR})")
-    base = ensure_base_image(CACHE_DIR, timeout=900, log=print)
+    base = cached_base_image()
     with boot_vm(
         base.disk,
         accelerator=os.environ.get("BAKERY_ACCELERATOR", "tcg"),

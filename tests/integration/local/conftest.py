@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from bakery.baserecipe import content_key
-from bakery.local.baseimage import TOOLS, BaseImage, ensure_base_image, load_base_image
-
-CACHE_DIR = Path(os.environ.get("BAKERY_CACHE_DIR", "/var/tmp/bakery-test-cache"))
+from bakery.local.baseimage import BaseImage
+from tests.support import cached_base_image
 
 SMOKE_SUITE = """
 import os
@@ -47,13 +43,7 @@ def test_slow_only_when_asked(host):
 
 @pytest.fixture(scope="session")
 def base_image() -> BaseImage:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"local VM tests need {', '.join(missing)}")
-    key = content_key()
-    if load_base_image(CACHE_DIR / f"base-{key[:12]}", key) is None and os.geteuid() != 0:
-        pytest.skip(f"building the base image needs root (cache: {CACHE_DIR})")
-    return ensure_base_image(CACHE_DIR, timeout=1800, log=lambda _m: None)
+    return cached_base_image()
 
 
 @pytest.fixture

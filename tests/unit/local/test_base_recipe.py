@@ -48,3 +48,30 @@ def test_no_boot_menu_delay_and_no_e2scrub_at_boot() -> None:
 def test_recipe_changes_change_the_cache_key() -> None:
     before = baserecipe.content_key()
     assert baserecipe.content_key(packages=(*baserecipe.PACKAGES, "less")) != before
+
+
+# LOCAL's key before the Recipe type existed (the cache /var/tmp/bakery-test-cache/base-72ecf0bcbeca).
+LOCAL_KEY_BEFORE_RECIPES = "72ecf0bcbecabf68446e33d2bc0c1fc32d338c443c8621d14c3b1df2eed27b2e"
+
+
+def test_local_recipe_key_is_unchanged() -> None:
+    assert baserecipe.LOCAL.key == baserecipe.content_key() == LOCAL_KEY_BEFORE_RECIPES
+    assert (baserecipe.LOCAL.packages, baserecipe.LOCAL.customize) == (
+        baserecipe.PACKAGES,
+        baserecipe.CUSTOMIZE_SCRIPT,
+    )
+
+
+def test_rehearsal_recipe_is_local_plus_the_guest_side() -> None:
+    rehearsal = baserecipe.GCE_REHEARSAL
+    assert rehearsal.key != baserecipe.LOCAL.key
+    assert rehearsal.name != baserecipe.LOCAL.name
+    assert rehearsal.packages[: len(baserecipe.PACKAGES)] == baserecipe.PACKAGES
+    for name in ("google-guest-agent", "google-compute-engine-oslogin"):
+        assert name in rehearsal.packages and name not in baserecipe.PACKAGES
+    assert len(set(rehearsal.packages)) == len(rehearsal.packages)
+    # LOCAL's hook runs whole (build user, host key unit, GRUB, empty machine-id), then the fragment.
+    assert rehearsal.customize == baserecipe.CUSTOMIZE_SCRIPT + baserecipe.GCE_REHEARSAL_CUSTOMIZE
+    # Either part changing changes the key.
+    assert baserecipe.Recipe("r", rehearsal.packages, rehearsal.customize + "true\n").key != rehearsal.key
+    assert baserecipe.Recipe("r", (*rehearsal.packages, "less"), rehearsal.customize).key != rehearsal.key

@@ -172,6 +172,16 @@ def test_mmdebstrap_argv(tmp_path: Path) -> None:
         "/b/rootfs",
         "http://m/debian",
     ]
+    rehearsal = baseimage.mmdebstrap_argv(
+        Path("/b/rootfs"),
+        Path("/b/customize.sh"),
+        Path("/b/id_ed25519.pub"),
+        mirror="http://m/debian",
+        packages=baserecipe.GCE_REHEARSAL.packages,
+    )
+    assert rehearsal[2] == "--include=" + ",".join(baserecipe.GCE_REHEARSAL.packages)
+    assert "google-guest-agent" in rehearsal[2].split(",")
+    assert rehearsal[:2] + rehearsal[3:] == argv[:2] + argv[3:]
 
 
 def test_base_packages_cover_boot_ssh_and_provisioning_prereqs() -> None:
