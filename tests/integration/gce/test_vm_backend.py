@@ -21,7 +21,8 @@ import pytest
 from google.cloud import compute_v1
 
 from bakery import proc
-from bakery.gce.client import ComputeClients
+from bakery.gce.client import ComputeApiError, ComputeClients
+from bakery.gce.instances import Instances
 from bakery.local.baseimage import BaseImage
 from tests.childsignals import sigint_default
 from tests.fakes.compute import FakeCompute
@@ -67,7 +68,7 @@ def insert(clients: ComputeClients, name: str, image: str, metadata: dict[str, s
         network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
         metadata=compute_v1.Metadata(items=[compute_v1.Items(key=k, value=v) for k, v in (metadata or {}).items()]),
     )
-    clients.instances.insert(project=PROJECT, zone=ZONE, instance_resource=resource).result(timeout=60)
+    Instances(clients).create(resource, zone=ZONE)  # insert_unary + our own wait (never .result(): it polls Google)
 
 
 def ssh(
@@ -133,7 +134,7 @@ def test_an_instance_of_a_local_disk_image_is_a_vm_that_looks_like_gce(backed, b
     assert "Metadata-Flavor: Google" in reply.stdout and reply.stdout.endswith("hello-from-metadata")
     serial = clients.instances.get_serial_port_output(project=PROJECT, zone=ZONE, instance="looks-like-gce")
     assert "Linux version" in serial.contents
-    clients.instances.delete(project=PROJECT, zone=ZONE, instance="looks-like-gce").result(timeout=60)
+    Instances(clients).delete("looks-like-gce", zone=ZONE)
     assert not proc.pid_alive(pid)
     assert fake.instances == {} and backend.vms == {}
 
@@ -149,7 +150,7 @@ def test_the_vm_outlives_the_connection_that_created_it(backed) -> None:
     assert proc.pid_alive(pid)
     again = make_clients(fake, timeout=30, operation_timeout=60)
     assert again.instances.get(project=PROJECT, zone=ZONE, instance="outlives").status == "RUNNING"
-    again.instances.delete(project=PROJECT, zone=ZONE, instance="outlives").result(timeout=60)
+    Instances(again).delete("outlives", zone=ZONE)
     assert not proc.pid_alive(pid)
 
 
@@ -163,7 +164,7 @@ def test_the_status_follows_the_vm(backed, base: BaseImage) -> None:
     while clients.instances.get(project=PROJECT, zone=ZONE, instance="powers-off").status != "TERMINATED":
         assert time.monotonic() < deadline, "the instance is not TERMINATED after its guest powered off"
         time.sleep(1)
-    clients.instances.delete(project=PROJECT, zone=ZONE, instance="powers-off").result(timeout=60)
+    Instances(clients).delete("powers-off", zone=ZONE)
 
 
 def test_an_image_without_a_local_disk_boots_nothing(backed) -> None:
@@ -177,7 +178,7 @@ def test_a_vm_that_cannot_start_fails_the_insert_and_leaves_no_instance(backed, 
     broken = tmp_path / "broken.qcow2"
     broken.write_bytes(b"not a qcow2 image")
     fake.seed_image("broken", "broken", local_disk=broken)
-    with pytest.raises(Exception, match="fake VM backend: QEMU exited"):
+    with pytest.raises(ComputeApiError, match="fake VM backend: QEMU exited"):
         insert(clients, "never-boots", "broken")
     assert fake.instances == {} and fake.disks == {} and backend.vms == {}
     assert not [pid for pid in backend.pids if proc.pid_alive(pid)]

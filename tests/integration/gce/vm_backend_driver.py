@@ -18,6 +18,7 @@ from google.cloud import compute_v1
 from bakery import proc
 from bakery.errors import Interrupted
 from bakery.gce.client import ComputeClients
+from bakery.gce.instances import Instances
 from tests.fakes.compute import FakeCompute
 from tests.fakes.vmbackend import VmBackend
 
@@ -48,7 +49,7 @@ def main(disk: Path, workdir: Path) -> int:
                 ],
                 network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
             )
-            clients.instances.insert(project=fake.project, zone=ZONE, instance_resource=instance).result(timeout=60)
+            Instances(clients).create(instance, zone=ZONE)
             say(f"BOOTED {backend.pids[0]}")
             time.sleep(600)
     except KeyboardInterrupt:
