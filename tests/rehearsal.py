@@ -379,9 +379,11 @@ def rehearse(settings: Settings, say: Say, *, env: str | None = None, variant: s
                 left = leftovers(fake, backend)
                 if report.image_name:  # the bake started
                     say(f"rehearsal: report {write_report(spec, report, target, left)}")
+                if backend.pids and not left:
+                    pids = ", ".join(map(str, backend.pids))
+                    say(f"rehearsal: test instance deleted, its VM stopped (QEMU pids {pids})")
         if left:
             raise VMError(f"rehearsal left {', '.join(left)} behind after the test stage")
-        say(f"rehearsal: test instance deleted, its VM stopped (QEMU pids {', '.join(map(str, backend.pids))})")
     return pipeline.summary(report)
 
 

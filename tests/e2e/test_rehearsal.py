@@ -4,7 +4,8 @@ publish and retention against the Compute API fake (tests/rehearsal.py).
 
 One run (a module fixture; SIGINT at its default in the child, as at a terminal); the assertions read its output and the
 ``rehearsal.json`` it writes. Each of the rehearsal's checks is shown to fail on a broken fact in
-tests/unit/test_rehearsal_checks.py; the image suite's per-VM checks in tests/integration/local (seal tests).
+tests/unit/test_rehearsal_checks.py; the image suite's per-VM host key and machine-id checks in
+tests/integration/provision/test_provision.py (BREAKS: leftover-host-key, builder-machine-id).
 """
 
 from __future__ import annotations
